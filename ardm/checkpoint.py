@@ -1,0 +1,80 @@
+"""Checkpoint files: written atomically, read back with clear errors, rebuilt into models."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ardm.model import ARDM, ModelSpec, build_ardm
+
+FORMAT = "ardm-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable, or not for the model at hand (one-line message)."""
+
+
+def save_checkpoint(payload: dict, path: str | Path) -> Path:
+    """torch.save `payload` (plus format tags) to a temporary file beside `path`, then rename.
+
+    A crash mid-write leaves the previous file intact: readers never see a truncated checkpoint.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": FORMAT, "version": VERSION, **payload}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Read a checkpoint written by `save_checkpoint`; CheckpointError names the file and problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises several types for truncated or foreign files
+        reason = f"{type(err).__name__}: {err}".splitlines()[0]
+        raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an ARDM checkpoint (format tag missing)")
+    if payload.get("version") != VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {payload.get('version')}, this code reads {VERSION}")
+    return payload
+
+
+def check_same_model(payload: dict, spec: ModelSpec, path: str | Path) -> None:
+    """Refuse a checkpoint whose model spec differs from `spec`, naming the first differing field."""
+    saved = payload["model_spec"]
+    for key, value in spec.to_dict().items():
+        if _plain(saved.get(key)) != _plain(value):
+            raise CheckpointError(f"{path}: checkpoint is for another model ({key}: {saved.get(key)!r} != {value!r})")
+
+
+def _plain(value: object) -> object:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def load_model(path: str | Path, ema: bool = True, map_location: str | torch.device = "cpu") -> ARDM:
+    """Rebuild the ARDM saved in a checkpoint, with its EMA weights (default) or raw weights."""
+    payload = load_checkpoint(path, map_location)
+    model = build_ardm(ModelSpec.from_dict(payload["model_spec"]))
+    if ema:
+        # AveragedModel keys are "module.<name>" plus its "n_averaged" counter.
+        weights = {k.removeprefix("module."): v for k, v in payload["ema"].items() if k.startswith("module.")}
+    else:
+        weights = payload["model"]
+    model.load_state_dict(weights)
+    return model.to(map_location)

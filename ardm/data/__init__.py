@@ -1,0 +1,18 @@
+"""Data layer: every dataset is an ImageDataset (uint8 (N, C, H, W), K classes), named by a spec string."""
+
+from ardm.data.cifar import write_cifar10_archive
+from ardm.data.dataset import DataError, ImageDataset
+from ardm.data.parquet import load_parquet_split, write_parquet_shards
+from ardm.data.spec import DataSpec, convert_dataset, load_dataset, parse_spec
+
+__all__ = [
+    "DataError",
+    "DataSpec",
+    "ImageDataset",
+    "convert_dataset",
+    "load_dataset",
+    "load_parquet_split",
+    "parse_spec",
+    "write_cifar10_archive",
+    "write_parquet_shards",
+]

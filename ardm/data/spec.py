@@ -1,0 +1,163 @@
+"""Dataset spec strings: one name for a dataset in the CLI, configs and logs.
+
+    <kind>[:<location>][?<key>=<value>[&<key>=<value>...]]
+
+    digits                                   sklearn 8x8 digits, K=17
+    photos:8 | photos:16 | photos:32         patches of sklearn's sample photos, K=256
+    cifar10:<cifar-10-python.tar.gz or cifar-10-batches-py folder>   options md5, verify
+    npy:<file.npy>  npz:<file.npz>           options k, layout, test
+    png:<folder>                             options k, test
+    parquet:<folder or URI>                  option verify
+
+Options: k=<int> (K, num_classes), layout=nchw|nhwc, test=<fraction in (0, 1)>, md5=<32 hex digits>,
+verify=0|1.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from ardm.data.arrays import LAYOUTS, load_npy, load_npz, load_png_folder
+from ardm.data.cifar import CIFAR10_MD5, load_cifar10
+from ardm.data.dataset import DEFAULT_TEST_FRACTION, DataError, ImageDataset, check_split
+from ardm.data.embedded import PATCH_SIZES, load_digits_dataset, load_photo_patches
+from ardm.data.parquet import load_parquet_split, write_parquet_shards
+
+FORMS = (
+    "digits",
+    "photos:8|16|32",
+    "cifar10:<archive or folder>",
+    "npy:<file>",
+    "npz:<file>",
+    "png:<folder>",
+    "parquet:<folder or URI>",
+)
+# The options each kind accepts.
+KIND_OPTIONS: dict[str, tuple[str, ...]] = {
+    "digits": (),
+    "photos": (),
+    "cifar10": ("md5", "verify"),
+    "npy": ("k", "layout", "test"),
+    "npz": ("k", "layout", "test"),
+    "png": ("k", "test"),
+    "parquet": ("verify",),
+}
+
+
+def _parse_k(value: str) -> int:
+    k = int(value)
+    if not 2 <= k <= 256:
+        raise ValueError("must be between 2 and 256")
+    return k
+
+
+def _parse_layout(value: str) -> str:
+    if value not in LAYOUTS:
+        raise ValueError(f"must be one of {', '.join(LAYOUTS)}")
+    return value
+
+
+def _parse_test(value: str) -> float:
+    fraction = float(value)
+    if not 0.0 < fraction < 1.0:
+        raise ValueError("must be in (0, 1)")
+    return fraction
+
+
+def _parse_md5(value: str) -> str:
+    if not re.fullmatch(r"[0-9a-fA-F]{32}", value):
+        raise ValueError("must be 32 hex digits")
+    return value.lower()
+
+
+def _parse_verify(value: str) -> bool:
+    if value not in ("0", "1"):
+        raise ValueError("must be 0 or 1")
+    return value == "1"
+
+
+# option -> (parse the text into a typed value, format a typed value back into canonical text)
+OPTIONS: dict[str, tuple[Callable[[str], object], Callable[[object], str]]] = {
+    "k": (_parse_k, str),
+    "layout": (_parse_layout, str),
+    "test": (_parse_test, repr),
+    "md5": (_parse_md5, str),
+    "verify": (_parse_verify, lambda value: "1" if value else "0"),
+}
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """A parsed spec: kind, location ("" for digits) and typed options (read-only mapping).
+
+    Build it with parse_spec, which validates; str() gives back the canonical spec (options sorted).
+    """
+
+    kind: str
+    location: str = ""
+    # Excluded from the hash (a mapping is unhashable) but still compared by ==.
+    options: Mapping[str, object] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
+
+    def __str__(self) -> str:
+        head = f"{self.kind}:{self.location}" if self.location else self.kind
+        query = "&".join(f"{key}={OPTIONS[key][1](value)}" for key, value in sorted(self.options.items()))
+        return f"{head}?{query}" if query else head
+
+
+def parse_spec(spec: str) -> DataSpec:
+    """Parse and validate a spec string (see the module docstring for the forms)."""
+    head, _, query = spec.partition("?")
+    kind, _, location = head.partition(":")
+    if kind not in KIND_OPTIONS:
+        raise DataError(f"{spec}: unknown dataset kind {kind!r} (valid: {', '.join(FORMS)})")
+    if kind == "digits" and location:
+        raise DataError(f"{spec}: digits takes no location")
+    if kind == "photos" and location not in {str(size) for size in PATCH_SIZES}:
+        raise DataError(f"{spec}: photos needs a patch size (valid: photos:8, photos:16, photos:32)")
+    if kind not in ("digits", "photos") and not location:
+        raise DataError(f"{spec}: {kind} needs a location (valid: {', '.join(FORMS)})")
+    options: dict[str, object] = {}
+    for item in filter(None, query.split("&")):
+        key, sep, value = item.partition("=")
+        valid = KIND_OPTIONS[kind]
+        if key not in valid or not sep:
+            listed = ", ".join(f"{name}=" for name in valid) or "none"
+            raise DataError(f"{spec}: unknown option {item!r} for {kind} (valid: {listed})")
+        try:
+            options[key] = OPTIONS[key][0](value)
+        except ValueError as exc:
+            raise DataError(f"{spec}: option {key}={value!r} {exc}") from exc
+    return DataSpec(kind, location, options)
+
+
+def load_dataset(spec: str | DataSpec, split: str) -> ImageDataset:
+    """Load `split` ("train" or "test") of the dataset named by `spec`: images uint8 (N, C, H, W)."""
+    parsed = parse_spec(str(spec))
+    check_split(split, str(parsed))
+    kind, location, options = parsed.kind, parsed.location, parsed.options
+    test = options.get("test", DEFAULT_TEST_FRACTION)
+    if kind == "digits":
+        return load_digits_dataset(split)
+    if kind == "photos":
+        return load_photo_patches(split, int(location))
+    if kind == "cifar10":
+        return load_cifar10(location, split, options.get("md5", CIFAR10_MD5), options.get("verify", True))
+    if kind == "npy":
+        return load_npy(location, split, options.get("k"), options.get("layout"), test)
+    if kind == "npz":
+        return load_npz(location, split, options.get("k"), options.get("layout"), test)
+    if kind == "png":
+        return load_png_folder(location, split, options.get("k"), test)
+    return load_parquet_split(location, split, verify=options.get("verify", True))
+
+
+def convert_dataset(spec: str, out_dir: str, rows_per_shard: int = 10000) -> str:
+    """Load both splits of `spec` and write them as parquet shards; returns the manifest path or URI."""
+    train, test = load_dataset(spec, "train"), load_dataset(spec, "test")
+    return write_parquet_shards(train, test, out_dir, rows_per_shard)

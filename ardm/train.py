@@ -1,0 +1,196 @@
+"""The training loop: Adam, grad-norm clipping, EMA, checkpoints, exact resume, NaN detection.
+
+`train` runs standalone (one process) and is the function each Ray Train worker calls: the
+caller passes its data shard, a wrapper for DDP, and callbacks for metrics and checkpoints.
+
+Randomness (data order, generation orders, steps, dropout) is a pure function of
+(seed, rank, step): each step re-seeds its own generators. A resumed run therefore needs only the
+step counter to continue exactly where it stopped, on every rank, without saving per-rank states.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm.auto import tqdm
+
+from ardm.checkpoint import check_same_model, load_checkpoint, save_checkpoint
+from ardm.model import ARDM
+from ardm.objective import training_loss
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings. learning_rate is Adam's; grad_clip is the max global grad norm;
+    ce_weight scales the auxiliary cross-entropy (the authors use 0.001 for images)."""
+
+    steps: int = 2000
+    batch_size: int = 64
+    learning_rate: float = 1e-4
+    grad_clip: float = 100.0
+    ema_decay: float = 0.9999
+    ce_weight: float = 0.001
+    stratified: bool = True
+    checkpoint_every: int = 500
+    log_every: int = 50
+    seed: int = 0
+    mixed_precision: bool = False
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be > 0, got {self.grad_clip}")
+        if self.ce_weight < 0:
+            raise ValueError(f"ce_weight must be >= 0, got {self.ce_weight}")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss or gradient norm became NaN/inf; the last checkpoint on disk is the last good one."""
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or resumed-to-the-end) run returns; ema is the EMA copy of the model."""
+
+    model: ARDM
+    ema: ARDM
+    step: int
+    metrics: dict
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """A 63-bit seed for one (run seed, worker rank, step) triple."""
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+class _Batches:
+    """Batch indices as a function of the step: epoch e is a permutation drawn from (seed, rank, e)."""
+
+    def __init__(self, num_examples: int, batch_size: int, seed: int, rank: int) -> None:
+        self.n, self.batch, self.seed, self.rank = num_examples, batch_size, seed, rank
+        self._perms: dict[int, np.ndarray] = {}
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perms:
+            self._perms = {epoch: np.random.default_rng([self.seed, self.rank, epoch]).permutation(self.n)}
+        return self._perms[epoch]
+
+    def indices(self, step: int) -> np.ndarray:
+        flat = np.arange(step * self.batch, (step + 1) * self.batch)
+        return np.array([self._perm(int(q) // self.n)[int(q) % self.n] for q in flat])
+
+
+def train(
+    model: ARDM,
+    images: np.ndarray,
+    config: TrainConfig,
+    *,
+    device: str | torch.device = "cpu",
+    checkpoint_path: str | Path | None = None,
+    resume_from: str | Path | None = None,
+    rank: int = 0,
+    wrap: Callable[[nn.Module], nn.Module] | None = None,
+    on_log: Callable[[dict], None] | None = None,
+    on_checkpoint: Callable[[Path, dict], None] | None = None,
+    extra: dict | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train `model` on uint8 images (N, C, H, W) for config.steps optimizer steps.
+
+    checkpoint_path: where rank 0 writes its checkpoint every config.checkpoint_every steps and
+    at the end (atomically replaced). resume_from: a checkpoint to continue from (its model spec
+    must match). wrap: applied to the model after loading, e.g. DDP. on_log(metrics) gets
+    {"step", "loss", "train_bpd", "grad_norm", "images_per_sec"} every config.log_every steps
+    (train_bpd is the mean per-example negative ELBO over the window, bits per dimension);
+    on_checkpoint(path, metrics) runs after each checkpoint write. extra: stored in the
+    checkpoint (e.g. the data spec). Raises NonFiniteLossError on a NaN/inf loss or gradient.
+    """
+    device = torch.device(device)
+    if device.type != "cuda" and (config.mixed_precision or config.compile):
+        warnings.warn("mixed precision and torch.compile are CUDA-only: both stay off on " + device.type, stacklevel=2)
+    use_amp = config.mixed_precision and device.type == "cuda"
+    model = model.to(device)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    step, metrics = 0, {}
+    if resume_from is not None:
+        payload = load_checkpoint(resume_from, map_location=device)
+        check_same_model(payload, model.spec, resume_from)
+        model.load_state_dict(payload["model"])
+        ema.load_state_dict(payload["ema"])
+        optimizer.load_state_dict(payload["optimizer"])
+        step, metrics = int(payload["step"]), payload.get("metrics", {})
+    if config.compile and device.type == "cuda":
+        model.network.compile()  # in place: parameter names (and checkpoints) stay the same
+    net = wrap(model) if wrap is not None else model
+    data = torch.from_numpy(np.array(images))  # a private, writable copy (datasets are read-only views)
+    batches = _Batches(len(data), config.batch_size, config.seed, rank)
+
+    def write_checkpoint(metrics: dict) -> None:
+        if checkpoint_path is None or rank != 0:
+            return
+        payload = {
+            "model_spec": model.spec.to_dict(), "train_config": asdict(config), "step": step,
+            "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+            "rng": {"seed": config.seed, "scheme": "per-step SeedSequence(seed, rank, step)"},
+            "metrics": metrics, "extra": extra or {},
+        }
+        path = save_checkpoint(payload, checkpoint_path)
+        if on_checkpoint is not None:
+            on_checkpoint(path, metrics)
+
+    net.train()
+    window_bpd, window_start = [], time.perf_counter()
+    bar = tqdm(total=config.steps, initial=step, desc="train", disable=not progress or rank != 0, mininterval=1.0)
+    while step < config.steps:
+        seed = step_seed(config.seed, rank, step)
+        torch.manual_seed(seed)  # dropout
+        generator = torch.Generator().manual_seed(seed)
+        x = data[batches.indices(step)].to(device, non_blocking=True).long()
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+            out = training_loss(net, x, generator, config.ce_weight, config.stratified)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip).item()
+        loss = out.loss.item()
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            kept = checkpoint_path if checkpoint_path and Path(checkpoint_path).exists() else "none"
+            raise NonFiniteLossError(
+                f"non-finite training loss at step {step + 1} (loss={loss}, grad_norm={grad_norm}); "
+                f"last good checkpoint: {kept}"
+            )
+        optimizer.step()
+        ema.update_parameters(model)
+        step += 1
+        bar.update(1)
+        window_bpd.append(out.nelbo_bpd.mean().item())
+        if step % config.log_every == 0 or step == config.steps:
+            elapsed = time.perf_counter() - window_start
+            metrics = {
+                "step": step, "loss": loss, "train_bpd": float(np.mean(window_bpd)), "grad_norm": grad_norm,
+                "images_per_sec": len(window_bpd) * config.batch_size / elapsed,
+            }
+            bar.set_postfix(bpd=f"{metrics['train_bpd']:.3f}")
+            if on_log is not None:
+                on_log(metrics)
+            window_bpd, window_start = [], time.perf_counter()
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            write_checkpoint(metrics)
+    bar.close()
+    return TrainResult(model=model, ema=ema.module, step=step, metrics=metrics)

@@ -1,0 +1,109 @@
+"""The `ardm` command line. Bad input ends with one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import torch
+
+from ardm.checkpoint import CheckpointError, load_model
+from ardm.config import ConfigError, load_config
+from ardm.data import DataError, convert_dataset, load_dataset
+from ardm.evaluate import estimate_nelbo
+from ardm.images import save_grid
+from ardm.run import run_training
+from ardm.sampling import sample
+from ardm.train import NonFiniteLossError
+
+BAD_INPUT = (ConfigError, DataError, CheckpointError)
+
+
+def _device(name: str | None) -> str:
+    return name or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    config = load_config(args.config, args.set)
+    m = run_training(config, resume=not args.fresh, device=_device(args.device))
+    print(
+        f"{config.data} {m['model']} {m['parameterization']}: train {m['train_bpd']:.4f} bpd, "
+        f"test {m['test_bpd']:.4f} ± {m['test_bpd_stderr']:.4f} bpd ({m['test_images']} images), "
+        f"{m['generation_steps']} generation steps"
+    )
+    print(f"  checkpoint: {m['checkpoint']}" + (f"\n  samples:    {m['samples']}" if "samples" in m else ""))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    model = load_model(args.checkpoint, map_location=_device(args.device))
+    data = load_dataset(args.data, args.split)
+    images = data.images[: args.max_images or None]
+    est = estimate_nelbo(model, images, args.samples_per_image, args.batch_size, seed=args.seed, progress=True)
+    print(f"{args.data} {args.split}: negative ELBO {est} bpd over {est.n} images")
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    model = load_model(args.checkpoint, map_location=_device(args.device))
+    images = sample(model, args.num, seed=args.seed, batch_size=args.batch_size, progress=True)
+    print(save_grid(images, model.spec.num_classes, args.out))
+
+
+def cmd_convert(args: argparse.Namespace) -> None:
+    print(convert_dataset(args.spec, args.out, args.rows_per_shard))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ardm", description="Autoregressive Diffusion Models")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train one model from a YAML run config, then evaluate and sample")
+    t.add_argument("config", help="run config YAML (see configs/)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    t.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in the output folder")
+    t.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="test-set negative ELBO (bpd ± stderr) of a checkpoint's EMA model")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--data", required=True, help="dataset spec, e.g. photos:8 or cifar10:/path")
+    e.add_argument("--split", default="test", choices=["train", "test"])
+    e.add_argument("--samples-per-image", type=int, default=4)
+    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--max-images", type=int, default=0, help="0: all")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--device")
+    e.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("sample", help="draw samples from a checkpoint's EMA model into a PNG grid")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--num", type=int, default=16)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--device")
+    s.add_argument("out", help="output PNG path")
+    s.set_defaults(func=cmd_sample)
+
+    d = sub.add_parser("convert", help="write a dataset's splits as Parquet shards with a manifest")
+    d.add_argument("spec", help="dataset spec, e.g. cifar10:/data/cifar-10-python.tar.gz")
+    d.add_argument("out", help="output folder (local path, or s3:// through pyarrow)")
+    d.add_argument("--rows-per-shard", type=int, default=10000)
+    d.set_defaults(func=cmd_convert)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except BAD_INPUT as err:
+        print(f"ardm: error: {err}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as err:
+        print(f"ardm: training stopped: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

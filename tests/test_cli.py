@@ -1,0 +1,82 @@
+"""The `ardm` command line and run configs: end to end on digits, and one-line errors."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ardm.config import ConfigError, load_config
+from orchestrator.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--set", "data=digits", "--set", "model.preset=cpu-tiny", "--set", "train.steps=6",
+        "--set", "train.batch_size=8", "--set", "train.checkpoint_every=3", "--set", "eval.max_images=20",
+        "--set", "eval.sample_grid=4", "--set", "model.branching=4"]
+
+
+def test_shipped_config_validates():
+    config = load_config(ROOT / "configs" / "photos8.yaml")
+    assert config.data == "photos:8" and config.model.branching == 4
+    assert config.model.network_config().channels > 0
+
+
+def test_train_evaluate_sample_end_to_end(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", str(ROOT / "configs" / "photos8.yaml"), *TINY, "--set", f"output={out}"]) == 0
+    line = capsys.readouterr().out
+    assert "digits" in line and "test" in line and "bpd" in line
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 6 and metrics["generation_steps"] == 3 * 64  # K=17, b=4: S=3, D=64
+    assert (out / "checkpoint.pt").is_file() and (out / "samples.png").is_file()
+    assert len((out / "train_log.jsonl").read_text().splitlines()) >= 1
+    # Running again resumes the finished run instead of training from scratch.
+    assert main(["train", str(ROOT / "configs" / "photos8.yaml"), *TINY, "--set", f"output={out}"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["train_bpd"] == metrics["train_bpd"]
+    ckpt = str(out / "checkpoint.pt")
+    assert main(["evaluate", "--checkpoint", ckpt, "--data", "digits", "--max-images", "10"]) == 0
+    assert "bpd over 10 images" in capsys.readouterr().out
+    assert main(["sample", "--checkpoint", ckpt, "--num", "2", str(tmp_path / "s.png")]) == 0
+    assert (tmp_path / "s.png").is_file()
+
+
+def test_convert_writes_parquet_shards(tmp_path, capsys):
+    assert main(["convert", "digits", str(tmp_path / "pq"), "--rows-per-shard", "500"]) == 0
+    assert (tmp_path / "pq" / "manifest.json").is_file()
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "none.pt"), "--data", f"parquet:{tmp_path}/pq"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "sets", "expected"),
+    [
+        ("data: digits\noutput: o\nmodel: {branching: 1}\n", [], "model: branching must be >= 2"),
+        ("data: digits\noutput: o\ntrain: {steps: ten}\n", [], "train.steps: expected an integer"),
+        ("data: digits\noutput: o\ntrain: {stepz: 3}\n", [], "train.stepz: unknown field"),
+        ("data: digits\noutput: o\nmodel: {preset: huge}\n", [], "preset must be one of"),
+        ("data: digits\noutput: o\nmodel: {network: {channels: 30, groups: 8}}\n", [], "groups=8 must divide"),
+        ("output: o\n", [], "data: required field missing"),
+        ("data: digits\noutput: o\n", ["train.lr"], "expected KEY.PATH=VALUE"),
+        ("data: [unclosed\n", [], "not valid YAML"),
+        ("data: nosuch:thing\noutput: o\n", [], "data: nosuch"),
+    ],
+)
+def test_bad_configs_fail_with_one_line_naming_file_and_field(tmp_path, capsys, yaml_text, sets, expected):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml_text)
+    args = ["train", str(path), *sum((["--set", s] for s in sets), [])]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(path) in err
+    assert expected in err
+
+
+def test_config_error_names_the_file():
+    with pytest.raises(ConfigError, match="missing.yaml: file not found"):
+        load_config("missing.yaml")
+
+
+def test_console_script_is_installed():
+    exe = Path(sys.executable).with_name("ardm")
+    result = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True)
+    assert "train" in result.stdout and "evaluate" in result.stdout

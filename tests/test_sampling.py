@@ -1,0 +1,92 @@
+"""Samples follow the model's distribution exactly (checked on every outcome of tiny models)."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ardm.images import save_grid
+from ardm.sampling import sample
+
+from reference import coarse_int, digit_probs_reference, num_stages, stage_bits, tiny_ardm
+
+# Chi-square critical values at p = 0.001.
+CHI2_999 = {8: 26.12, 24: 51.18}
+
+
+def _chi_square(samples: torch.Tensor, probs: dict) -> tuple[float, int]:
+    counts = {}
+    for row in samples.flatten(1).tolist():
+        counts[tuple(row)] = counts.get(tuple(row), 0) + 1
+    assert set(counts) <= {o for o, p in probs.items() if p > 0}, "sampled an outcome of probability zero"
+    n = len(samples)
+    stat = sum((counts.get(o, 0) - n * p) ** 2 / (n * p) for o, p in probs.items() if p > 0)
+    return stat, sum(p > 0 for p in probs.values()) - 1
+
+
+@pytest.mark.parametrize(("k", "b", "param"), [(3, 3, "data"), (3, 2, "data"), (5, 2, "direct")])
+def test_full_step_sampling_matches_the_model_joint(k, b, param):
+    """p(x) = prod_j E_sigma_j prod_t p(digit | step t of stage j), enumerated over every x."""
+    model = tiny_ardm(k, b, param, shape=(1, 1, 2))
+    s = num_stages(k, b)
+    perms = [list(p) for p in itertools.permutations(range(2))]
+    probs = {}
+    for x in itertools.product(range(k), repeat=2):
+        p = 1.0
+        for j in range(s):
+            p *= np.mean([2.0 ** -stage_bits(model, list(x), j, ranks) for ranks in perms])
+        probs[x] = p
+    assert sum(probs.values()) == pytest.approx(1.0, abs=1e-6)
+    samples = sample(model, 30000, seed=0, batch_size=30000)
+    stat, dof = _chi_square(samples, probs)
+    assert stat < CHI2_999[dof]
+
+
+def test_one_chunk_per_stage_samples_every_variable_from_the_first_call():
+    """Policy [0] per stage: all variables of a stage are drawn independently from one call."""
+    k, b = 5, 2
+    model = tiny_ardm(k, b, "data", shape=(1, 1, 2))
+    s = num_stages(k, b)
+    probs = {}
+    for x in itertools.product(range(k), repeat=2):
+        p = 1.0
+        for j in range(s):
+            shown = [coarse_int(v, j, k, b) for v in x]
+            w = b ** (s - 1 - j)
+            step_probs = digit_probs_reference(model, shown, [False, False], j, 0)
+            p *= math.prod(step_probs[i][(v // w) % b] for i, v in enumerate(x))
+        probs[x] = p
+    samples = sample(model, 30000, policy=[[0]] * s, seed=1, batch_size=30000)
+    stat, dof = _chi_square(samples, probs)
+    assert stat < CHI2_999[dof]
+
+
+def test_sampling_is_seeded_and_in_range():
+    model = tiny_ardm(17, 4, "direct", shape=(1, 2, 2))
+    a = sample(model, 10, seed=3, batch_size=4)
+    assert a.dtype == torch.uint8 and a.shape == (10, 1, 2, 2) and int(a.max()) < 17
+    assert torch.equal(a, sample(model, 10, seed=3, batch_size=4))
+    assert not torch.equal(a, sample(model, 10, seed=4, batch_size=4))
+
+
+def test_bad_policies_are_refused():
+    model = tiny_ardm(5, 2, "data", shape=(1, 1, 3))
+    with pytest.raises(ValueError, match="stages"):
+        sample(model, 2, policy=[[0]])
+    with pytest.raises(ValueError, match="start at step 0"):
+        sample(model, 2, policy=[[1], [0], [0]])
+    with pytest.raises(ValueError, match="increasing"):
+        sample(model, 2, policy=[[0, 2, 1], [0], [0]])
+
+
+def test_grid_png(tmp_path):
+    from PIL import Image
+
+    images = np.random.default_rng(0).integers(0, 17, (5, 1, 8, 8), dtype=np.uint8)
+    path = save_grid(images, 17, tmp_path / "g.png")
+    im = Image.open(path)
+    assert im.mode == "L" and im.size[0] > 64 * 2
+    rgb = save_grid(np.full((4, 3, 8, 8), 255, np.uint8), 256, tmp_path / "c.png")
+    assert Image.open(rgb).mode == "RGB"
