@@ -1,0 +1,1 @@
+"""The `ardm` command line; Ray Tune/Train sweeps and MLflow tracking build on it."""
