@@ -17,14 +17,27 @@ from ardm.model import unwrap
 from ardm.objective import sample_orders
 
 
-def check_policy(starts: Sequence[int], num_variables: int) -> list[int]:
-    """Validate one stage's chunk starts: strictly increasing ints in 0..D-1 beginning at 0."""
-    starts = [int(s) for s in starts]
-    if not starts or starts[0] != 0:
-        raise ValueError(f"a policy must start at step 0, got {starts[:3]}...")
-    if any(b <= a for a, b in zip(starts, starts[1:], strict=False)) or starts[-1] >= num_variables:
-        raise ValueError(f"policy starts must be strictly increasing and below D={num_variables}")
-    return starts
+def check_stage_policies(
+    policy: Sequence[Sequence[int]] | None, num_stages: int, num_variables: int
+) -> list[list[int]]:
+    """One list of chunk starts (or an ardm.parallel.Policy) per stage, validated: strictly
+    increasing ints in 0..D-1 from 0.
+
+    None means one variable per call: starts 0..D-1 in every stage.
+    """
+    if policy is None:
+        return [list(range(num_variables))] * num_stages
+    if len(policy) != num_stages:
+        raise ValueError(f"policy has {len(policy)} stages, the model has {num_stages}")
+    checked = []
+    for stage_policy in policy:
+        starts = [int(s) for s in getattr(stage_policy, "starts", stage_policy)]  # a Policy or a list
+        if not starts or starts[0] != 0:
+            raise ValueError(f"a policy must start at step 0, got {starts[:3]}...")
+        if any(b <= a for a, b in zip(starts, starts[1:], strict=False)) or starts[-1] >= num_variables:
+            raise ValueError(f"policy starts must be strictly increasing and below D={num_variables}")
+        checked.append(starts)
+    return checked
 
 
 @torch.no_grad()
@@ -43,10 +56,7 @@ def sample(
     """
     core = unwrap(model)
     d, num_stages = core.num_variables, core.num_stages
-    stage_policies = [list(range(d))] * num_stages if policy is None else list(policy)
-    if len(stage_policies) != num_stages:
-        raise ValueError(f"policy has {len(stage_policies)} stages, the model has {num_stages}")
-    stage_policies = [check_policy(p, d) for p in stage_policies]
+    stage_policies = check_stage_policies(policy, num_stages, d)
     was_training = model.training
     model.eval()
     generator = torch.Generator().manual_seed(seed)

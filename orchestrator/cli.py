@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
+from ardm.budgets import budget_curve, check_budgets, save_budget_curve
 from ardm.checkpoint import CheckpointError, load_model
 from ardm.config import ConfigError, load_config
 from ardm.data import DataError, convert_dataset, load_dataset
@@ -15,9 +17,17 @@ from ardm.evaluate import estimate_nelbo
 from ardm.images import save_grid
 from ardm.run import run_training
 from ardm.sampling import sample
+from ardm.tables import estimate_step_table
 from ardm.train import NonFiniteLossError
 
 BAD_INPUT = (ConfigError, DataError, CheckpointError)
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from err
 
 
 def _device(name: str | None) -> str:
@@ -47,6 +57,34 @@ def cmd_sample(args: argparse.Namespace) -> None:
     model = load_model(args.checkpoint, map_location=_device(args.device))
     images = sample(model, args.num, seed=args.seed, batch_size=args.batch_size, progress=True)
     print(save_grid(images, model.spec.num_classes, args.out))
+
+
+def cmd_budgets(args: argparse.Namespace) -> None:
+    model = load_model(args.checkpoint, map_location=_device(args.device))
+    data = load_dataset(args.data, args.split)
+    images = data.images[: args.max_images or None]
+    out = Path(args.out)
+    table = estimate_step_table(model, images, args.samples_per_step, seed=args.seed, progress=True,
+                                metadata={"data": args.data, "split": args.split})
+    table.save(str(out / "step_table.parquet"))
+    budgets = args.budgets or [model.num_steps]
+    try:
+        check_budgets(budgets, model.num_stages, model.num_variables)
+    except ValueError as err:
+        raise ConfigError(f"--budgets: {err}") from err
+    curve = budget_curve(model, table, images, budgets, args.orders_per_image, seed=args.seed,
+                         sort_decreasing=args.sort, progress=True)
+    paths = save_budget_curve(curve, out, title=f"{args.data} {model.upscaler}")
+    print(f"{'budget':>7} {'policy':>14} {'calls':>6} {'predicted':>17} {'measured':>17}")
+    for r in curve.rows:
+        print(f"{r['budget']:>7} {r['policy']:>14} {r['calls']:>6} {r['predicted_bpd']:>8.4f} ± "
+              f"{r['predicted_stderr']:.4f} {r['measured_bpd']:>8.4f} ± {r['measured_stderr']:.4f}")
+    print(f"full-step ELBO {curve.full_elbo[0]:.4f} ± {curve.full_elbo[1]:.4f} bpd; wrote {paths['png'].parent}")
+    if args.samples:
+        for (budget, name), policy in curve.policies.items():
+            if name == "optimal":
+                grid = sample(model, args.samples, policy=policy, seed=args.seed)
+                save_grid(grid, model.spec.num_classes, out / f"samples_budget_{budget}.png")
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
@@ -83,6 +121,22 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--device")
     s.add_argument("out", help="output PNG path")
     s.set_defaults(func=cmd_sample)
+
+    b = sub.add_parser("budgets", help="step table, DP policies and measured bpd per budget (network calls)")
+    b.add_argument("--checkpoint", required=True)
+    b.add_argument("--data", required=True, help="dataset spec of held-out data, e.g. photos:8")
+    b.add_argument("--split", default="test", choices=["train", "test"])
+    b.add_argument("--budgets", type=_int_list, default=[], help="comma-separated, e.g. 10,20,50 (default: all steps)")
+    b.add_argument("--samples-per-step", type=int, default=16, help="table samples per step")
+    b.add_argument("--orders-per-image", type=int, default=1, help="orders per image when measuring a policy")
+    b.add_argument("--max-images", type=int, default=0, help="0: all")
+    b.add_argument("--no-sort", dest="sort", action="store_false",
+                   help="run the DP on the raw table instead of the table sorted decreasing (the paper's default)")
+    b.add_argument("--samples", type=int, default=16, help="images per sample grid per budget (0: none)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--device")
+    b.add_argument("--out", required=True, help="output folder")
+    b.set_defaults(func=cmd_budgets)
 
     d = sub.add_parser("convert", help="write a dataset's splits as Parquet shards with a manifest")
     d.add_argument("spec", help="dataset spec, e.g. cifar10:/data/cifar-10-python.tar.gz")

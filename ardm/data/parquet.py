@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import posixpath
-import uuid
 
 import numpy as np
 import pyarrow as pa
@@ -22,30 +21,11 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ardm.data.dataset import SPLITS, DataError, ImageDataset, check_split
+from ardm.storage import filesystem, write_atomic
 
 FORMAT = "ardm-parquet"
 VERSION = 1
 MANIFEST = "manifest.json"
-
-
-def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    """(filesystem, path in it) for a local path or a URI."""
-    if "://" not in uri:
-        # from_uri rejects relative paths; plain paths (local disk, NFS mounts) need no URI parsing.
-        return pafs.LocalFileSystem(), os.path.abspath(uri)
-    try:
-        return pafs.FileSystem.from_uri(uri)
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        raise DataError(f"{uri}: cannot open filesystem ({exc})") from exc
-
-
-def _write_atomic(fs: pafs.FileSystem, path: str, payload: bytes | pa.Buffer) -> None:
-    # Readers must never see a half-written file: write a temporary name in the same folder, then rename.
-    folder, base = posixpath.split(path)
-    temporary = posixpath.join(folder, f".{base}.{uuid.uuid4().hex}.tmp")
-    with fs.open_output_stream(temporary) as out:
-        out.write(payload)
-    fs.move(temporary, path)
 
 
 def _shard_bytes(images: np.ndarray, start: int) -> pa.Buffer:
@@ -82,7 +62,7 @@ def write_parquet_shards(
         raise DataError(f"{out_dir}: rows_per_shard must be >= 1, got {rows_per_shard}")
     if rows_per_shard * dataset_train.num_variables >= 2**31:  # int32 offsets of the binary column
         raise DataError(f"{out_dir}: {rows_per_shard} images per shard exceed 2 GiB; lower rows_per_shard")
-    fs, root = _filesystem(out_dir)
+    fs, root = filesystem(out_dir, DataError)
     fs.create_dir(root, recursive=True)
     splits: dict[str, list[dict]] = {}
     for split, dataset in (("train", dataset_train), ("test", dataset_test)):
@@ -91,7 +71,7 @@ def write_parquet_shards(
             rows = dataset.images[start : start + rows_per_shard]
             payload = _shard_bytes(rows, start)
             name = f"{split}-{i:05d}.parquet"
-            _write_atomic(fs, posixpath.join(root, name), payload)
+            write_atomic(fs, posixpath.join(root, name), payload)
             digest = hashlib.sha256(payload).hexdigest()
             splits[split].append({"path": name, "rows": len(rows), "sha256": digest})
     manifest = {
@@ -102,7 +82,7 @@ def write_parquet_shards(
         "shape": list(dataset_train.shape),
         "splits": splits,
     }
-    _write_atomic(fs, posixpath.join(root, MANIFEST), json.dumps(manifest, indent=1).encode())
+    write_atomic(fs, posixpath.join(root, MANIFEST), json.dumps(manifest, indent=1).encode())
     if "://" in out_dir:
         return posixpath.join(out_dir.rstrip("/"), MANIFEST)
     return os.path.join(out_dir, MANIFEST)
@@ -113,7 +93,7 @@ def _manifest_location(uri: str) -> tuple[str, pafs.FileSystem, str]:
     folder = uri.rstrip("/")
     if folder.endswith(".json"):
         folder = folder.rsplit("/", 1)[0] if "/" in folder else "."
-    fs, root = _filesystem(folder)
+    fs, root = filesystem(folder, DataError)
     return folder, fs, root
 
 

@@ -1,0 +1,32 @@
+"""Paths that may be local (disk, NFS) or remote (file://, s3://, gs://), through pyarrow's filesystems,
+and atomic writes on them: readers never see a half-written file."""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import uuid
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+
+def filesystem(uri: str, error: type[Exception] = OSError) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path in it) for a local path or a URI; `error` is raised, naming the URI, on failure."""
+    if "://" not in uri:
+        # from_uri rejects relative paths; plain paths (local disk, NFS mounts) need no URI parsing.
+        return pafs.LocalFileSystem(), os.path.abspath(uri)
+    try:
+        return pafs.FileSystem.from_uri(uri)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise error(f"{uri}: cannot open filesystem ({exc})") from exc
+
+
+def write_atomic(fs: pafs.FileSystem, path: str, payload: bytes | pa.Buffer) -> None:
+    """Write `payload` to a temporary name in the same folder, then rename it to `path`."""
+    folder, base = posixpath.split(path)
+    fs.create_dir(folder, recursive=True)
+    temporary = posixpath.join(folder, f".{base}.{uuid.uuid4().hex}.tmp")
+    with fs.open_output_stream(temporary) as out:
+        out.write(payload)
+    fs.move(temporary, path)

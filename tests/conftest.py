@@ -1,0 +1,21 @@
+"""Shared fixtures: one small model trained on the embedded digits, reused across test modules."""
+
+import pytest
+import torch
+
+from ardm.data import load_dataset
+from ardm.model import ModelSpec, build_ardm
+from ardm.networks import get_preset
+from ardm.train import TrainConfig, train
+
+
+@pytest.fixture(scope="session")
+def trained_digits():
+    """(EMA model, test images): an order-agnostic ARDM on digits (K=17, D=64), trained for seconds."""
+    train_set, test_set = load_dataset("digits", "train"), load_dataset("digits", "test")
+    spec = ModelSpec(shape=train_set.shape, num_classes=17, branching=17, parameterization="data",
+                     network=get_preset("cpu-tiny").to_dict())
+    torch.manual_seed(0)
+    config = TrainConfig(steps=150, batch_size=32, learning_rate=3e-3, ema_decay=0.9, checkpoint_every=10**6)
+    result = train(build_ardm(spec), train_set.images, config, progress=False)
+    return result.ema, test_set.images

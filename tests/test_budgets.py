@@ -1,0 +1,108 @@
+"""Budget vs bpd: DP predictions agree with measured bpd on a trained model; files and CLI."""
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+from ardm.budgets import budget_curve, budget_policies, predicted_bpd, save_budget_curve
+from ardm.evaluate import estimate_nelbo
+from ardm.parallel import optimal_policies
+from ardm.sampling import sample
+from ardm.tables import StepTable, estimate_step_table
+from orchestrator.cli import main
+
+BUDGETS = [1, 2, 4, 8, 16, 32, 64]
+
+
+@pytest.fixture(scope="module")
+def curve(trained_digits):
+    model, images = trained_digits
+    table = estimate_step_table(model, images, samples_per_step=16, seed=0)
+    return table, budget_curve(model, table, images, BUDGETS, orders_per_image=2, seed=1)
+
+
+def _rows(curve, policy):
+    return sorted((r for r in curve.rows if r["policy"] == policy), key=lambda r: r["budget"])
+
+
+def test_predicted_and_measured_agree_within_their_errors(curve):
+    _, c = curve
+    for r in c.rows:
+        gap = abs(r["predicted_bpd"] - r["measured_bpd"])
+        assert gap < 4 * np.hypot(r["predicted_stderr"], r["measured_stderr"]), r
+        assert r["calls"] == r["budget"]
+
+
+def test_full_budget_is_the_full_step_elbo_and_fewer_calls_never_predict_less(curve, trained_digits):
+    table, c = curve
+    optimal, naive = _rows(c, "optimal"), _rows(c, "naive")
+    assert optimal[-1]["budget"] == 64
+    assert optimal[-1]["predicted_bpd"] == pytest.approx(table.full_elbo_bpd()[0], abs=1e-12)
+    model, images = trained_digits
+    direct = estimate_nelbo(model, images, samples_per_image=4, seed=5)
+    assert abs(optimal[-1]["measured_bpd"] - direct.mean) < 4 * np.hypot(optimal[-1]["measured_stderr"], direct.stderr)
+    predicted = [r["predicted_bpd"] for r in optimal]
+    assert all(a >= b - 1e-12 for a, b in zip(predicted, predicted[1:], strict=False))
+    for o, n in zip(optimal, naive, strict=True):
+        assert o["predicted_bpd"] <= n["predicted_bpd"] + 1e-12
+
+
+def test_curve_files(curve, tmp_path):
+    _, c = curve
+    paths = save_budget_curve(c, tmp_path, title="digits")
+    assert pq.read_table(paths["parquet"]).to_pylist() == c.rows
+    assert paths["csv"].read_text().splitlines()[0].startswith("budget,policy,calls")
+    assert Image.open(paths["png"]).size[0] > 300
+    saved = json.loads(paths["policies"].read_text())
+    assert {p["budget"] for p in saved["policies"]} == set(BUDGETS)
+
+
+def test_upscale_budgets_split_over_stages_and_joint_is_never_worse():
+    rng = np.random.default_rng(0)
+    s, d = 3, 10
+    nll = np.sort(rng.uniform(0.1, 5, (s, d)), axis=1)[:, ::-1] * np.array([[3.0], [1.0], [0.3]])
+    table = StepTable(stage=np.repeat(np.arange(s), d), t=np.tile(np.arange(d), s), nll_bits=nll.ravel(),
+                      stderr_bits=np.full(s * d, 0.01), n=np.full(s * d, 4), metadata={"num_stages": s,
+                                                                                         "num_variables": d})
+    policies = budget_policies(nll, [3, 7, 12, 30])
+    for (budget, _), policy in policies.items():
+        assert len(policy) == s and sum(len(p) for p in policy) == budget
+        assert all(p[0] == 0 for p in policy)
+    for budget in (7, 12):
+        joint = predicted_bpd(table, policies[budget, "optimal-joint"])[0]
+        equal = predicted_bpd(table, policies[budget, "optimal"])[0]
+        assert joint <= equal + 1e-12
+    assert predicted_bpd(table, policies[30, "optimal"])[0] == pytest.approx(nll.sum() / d)
+    with pytest.raises(ValueError, match="budget 2 outside 3..30"):
+        budget_policies(nll, [2])
+
+
+def test_sampler_takes_dp_policies(trained_digits):
+    model, images = trained_digits
+    table = estimate_step_table(model, images[:20], samples_per_step=2, seed=0)
+    policy = optimal_policies(table.matrix()[0], [5], sort_decreasing=True)[5]
+    out = sample(model, 3, policy=[policy], seed=0)
+    assert out.shape == (3, 1, 8, 8) and int(out.max()) < 17
+
+
+def test_budgets_command(trained_digits, tmp_path, capsys):
+    from ardm.checkpoint import save_checkpoint
+
+    model, _ = trained_digits
+    ema = {f"module.{k}": v for k, v in model.state_dict().items()} | {"n_averaged": torch.tensor(1)}
+    ckpt = save_checkpoint({"model_spec": model.spec.to_dict(), "model": model.state_dict(), "ema": ema,
+                            "step": 1}, tmp_path / "c.pt")
+    args = ["budgets", "--checkpoint", str(ckpt), "--data", "digits", "--max-images", "30", "--budgets", "2,8,64",
+            "--samples-per-step", "2", "--samples", "4", "--out", str(tmp_path / "out")]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "full-step ELBO" in printed and "optimal" in printed and "naive" in printed
+    for name in ("step_table.parquet", "budget_bpd.parquet", "budget_bpd.csv", "budget_bpd.png", "policies.json",
+                 "samples_budget_8.png"):
+        assert (tmp_path / "out" / name).is_file(), name
+    assert main([*args[:-6], "--budgets", "0,65", "--out", str(tmp_path / "bad")]) == 2
+    assert "--budgets: budget 0 outside 1..64" in capsys.readouterr().err
