@@ -107,7 +107,7 @@ def train(
     rank: int = 0,
     wrap: Callable[[nn.Module], nn.Module] | None = None,
     on_log: Callable[[dict], None] | None = None,
-    on_checkpoint: Callable[[Path, dict], None] | None = None,
+    on_checkpoint: Callable[[Path | None, dict], None] | None = None,
     extra: dict | None = None,
     progress: bool = True,
 ) -> TrainResult:
@@ -118,7 +118,9 @@ def train(
     must match). wrap: applied to the model after loading, e.g. DDP. on_log(metrics) gets
     {"step", "loss", "train_bpd", "grad_norm", "images_per_sec"} every config.log_every steps
     (train_bpd is the mean per-example negative ELBO over the window, bits per dimension);
-    on_checkpoint(path, metrics) runs after each checkpoint write. extra: stored in the
+    on_checkpoint(path, metrics) runs on every rank at each checkpoint step, after rank 0 wrote
+    the file (path is None on other ranks and when checkpoint_path is None). Both callbacks run
+    the same number of times on every rank. extra: stored in the
     checkpoint (e.g. the data spec). Raises NonFiniteLossError on a NaN/inf loss or gradient.
     """
     device = torch.device(device)
@@ -143,16 +145,16 @@ def train(
     batches = _Batches(len(data), config.batch_size, config.seed, rank)
 
     def write_checkpoint(metrics: dict) -> None:
-        if checkpoint_path is None or rank != 0:
-            return
-        payload = {
-            "model_spec": model.spec.to_dict(), "train_config": asdict(config), "step": step,
-            "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-            "rng": {"seed": config.seed, "scheme": "per-step SeedSequence(seed, rank, step)"},
-            "metrics": metrics, "extra": extra or {},
-        }
-        path = save_checkpoint(payload, checkpoint_path)
-        if on_checkpoint is not None:
+        path = None
+        if checkpoint_path is not None and rank == 0:
+            payload = {
+                "model_spec": model.spec.to_dict(), "train_config": asdict(config), "step": step,
+                "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+                "rng": {"seed": config.seed, "scheme": "per-step SeedSequence(seed, rank, step)"},
+                "metrics": metrics, "extra": extra or {},
+            }
+            path = save_checkpoint(payload, checkpoint_path)
+        if on_checkpoint is not None:  # on every rank: distributed callbacks may be barriers
             on_checkpoint(path, metrics)
 
     net.train()
