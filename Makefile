@@ -12,14 +12,15 @@ $(BIN)/python:
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml constraints/cpu.txt
 	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH_CONSTRAINT) -e '.[test]'
+	$(BIN)/ardm install-launcher
 	touch $@
 
 install: $(VENV)/.installed
 
-# The main job for now: an order-agnostic and an upscale (b = 4) ARDM on embedded photo patches.
+# The main job: the demo sweep (order-agnostic vs upscale b = 4 on embedded photo patches) on
+# local Ray, tracked in a SQLite MLflow store in this folder.
 demo: install
-	$(BIN)/ardm train configs/photos8.yaml --set model.branching=256 --set output=runs/photos8-oa
-	$(BIN)/ardm train configs/photos8.yaml --set model.branching=4 --set output=runs/photos8-upscale4
+	$(BIN)/ardm sweep sweeps/demo.yaml
 
 lint: install
 	$(BIN)/ruff check .
@@ -29,3 +30,5 @@ test: lint
 
 bench: install
 	$(BIN)/python bench/train_throughput.py
+	$(BIN)/python bench/dp_speed.py
+	$(BIN)/python bench/overhead.py

@@ -123,7 +123,13 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
         options = typing.get_args(hint)
         if value is None and type(None) in options:
             return None
-        return _coerce(next(o for o in options if o is not type(None)), value, path)
+        errors = []
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _coerce(option, value, path)
+            except ConfigError as err:
+                errors.append(str(err).partition(": ")[2])
+        raise ConfigError(f"{path}: {' or '.join(errors)}")
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{path}: expected a list, got {value!r}")

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from ardm.config import RunConfig
+from ardm.config import ModelConfig, RunConfig
 from ardm.data import load_dataset
 from ardm.evaluate import estimate_nelbo
 from ardm.images import save_grid
@@ -22,11 +22,11 @@ from ardm.sampling import sample
 from ardm.train import train
 
 
-def model_spec(config: RunConfig, shape: tuple[int, int, int], num_classes: int) -> ModelSpec:
-    """The ModelSpec for a run config on data of the given shape and K."""
+def model_spec(model: ModelConfig, shape: tuple[int, int, int], num_classes: int) -> ModelSpec:
+    """The ModelSpec for a model config on data of the given shape and K."""
     return ModelSpec(
-        shape=shape, num_classes=num_classes, branching=config.model.branching,
-        parameterization=config.model.parameterization, network=config.model.network_config().to_dict(),
+        shape=shape, num_classes=num_classes, branching=model.branching,
+        parameterization=model.parameterization, network=model.network_config().to_dict(),
     )
 
 
@@ -40,7 +40,7 @@ def run_training(config: RunConfig, resume: bool = True, device: str | None = No
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     train_set, test_set = load_dataset(config.data, "train"), load_dataset(config.data, "test")
-    spec = model_spec(config, train_set.shape, train_set.num_classes)
+    spec = model_spec(config.model, train_set.shape, train_set.num_classes)
     torch.manual_seed(config.train.seed)  # initial weights
     model = build_ardm(spec)
     checkpoint = out / "checkpoint.pt"

@@ -19,8 +19,12 @@ from ardm.run import run_training
 from ardm.sampling import sample
 from ardm.tables import estimate_step_table
 from ardm.train import NonFiniteLossError
+from orchestrator.config import load_sweep, trial_label
+from orchestrator.launcher import add_install_launcher_arguments, run_install_launcher
+from orchestrator.submit import add_submit_arguments, run_submit
+from orchestrator.tracking import TrackingError
 
-BAD_INPUT = (ConfigError, DataError, CheckpointError)
+BAD_INPUT = (ConfigError, DataError, CheckpointError, TrackingError)
 
 
 def _int_list(text: str) -> list[int]:
@@ -87,6 +91,43 @@ def cmd_budgets(args: argparse.Namespace) -> None:
                 save_grid(grid, model.spec.num_classes, out / f"samples_budget_{budget}.png")
 
 
+def cmd_sweep(args: argparse.Namespace) -> None:
+    sweep = load_sweep(args.file, args.set)
+    if args.dry_run:
+        trials = sweep.trial_dicts()
+        print(f"{args.file}: sweep {sweep.base.sweep.name!r}, {len(trials)} trial(s)")
+        for trial in trials:
+            values = {p: _get(trial, p) for p in sweep.spaces}
+            print(f"  {trial_label(values)}")
+        return
+    from orchestrator.sweep import run_sweep, tracking_uri  # Ray is imported only when a sweep really starts
+
+    results = run_sweep(sweep, resume=args.resume)
+    print(f"\nsweep {sweep.base.sweep.name!r}: {len(results)} trial(s)")
+    for result in sorted(results, key=lambda r: r.path):
+        m = result.metrics or {}
+        name = Path(result.path).name
+        if result.error is not None:
+            print(f"  {name:40} FAILED  {str(result.error).splitlines()[0][:80]}")
+        elif "test_bpd" in m:
+            print(f"  {name:40} test {m['test_bpd']:.4f} ± {m['test_bpd_stderr']:.4f} bpd")
+        else:
+            print(f"  {name:40} unfinished")
+    uri = tracking_uri(sweep.base)
+    print(f"MLflow tracking: {uri} (experiment {sweep.base.experiment!r})")
+    if uri.startswith("sqlite:"):
+        print(f"  open the UI:  mlflow ui --backend-store-uri {uri}   then browse http://127.0.0.1:5000")
+    else:
+        print(f"  open the UI:  browse {uri}")
+    return 1 if any(r.error is not None for r in results) else 0
+
+
+def _get(config: dict, path: tuple[str, ...]) -> object:
+    for key in path:
+        config = config[key]
+    return config
+
+
 def cmd_convert(args: argparse.Namespace) -> None:
     print(convert_dataset(args.spec, args.out, args.rows_per_shard))
 
@@ -138,6 +179,21 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, help="output folder")
     b.set_defaults(func=cmd_budgets)
 
+    w = sub.add_parser("sweep", help="run a YAML sweep: Ray Tune trials of Ray Train runs, tracked in MLflow")
+    w.add_argument("file", help="sweep file (see sweeps/)")
+    w.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field")
+    w.add_argument("--resume", action="store_true", help="continue an interrupted sweep from its storage")
+    w.add_argument("--dry-run", action="store_true", help="validate and list the trials; start nothing")
+    w.set_defaults(func=cmd_sweep)
+
+    j = sub.add_parser("submit", help="run a sweep on a Ray cluster as a Ray job (Ray's job submission API)")
+    add_submit_arguments(j)
+    j.set_defaults(func=run_submit)
+
+    i = sub.add_parser("install-launcher", help="make `python SWEEP.yaml ARGS` run `ardm sweep` (for ray submit)")
+    add_install_launcher_arguments(i)
+    i.set_defaults(func=run_install_launcher)
+
     d = sub.add_parser("convert", help="write a dataset's splits as Parquet shards with a manifest")
     d.add_argument("spec", help="dataset spec, e.g. cifar10:/data/cifar-10-python.tar.gz")
     d.add_argument("out", help="output folder (local path, or s3:// through pyarrow)")
@@ -149,14 +205,13 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        args.func(args)
+        return args.func(args) or 0
     except BAD_INPUT as err:
         print(f"ardm: error: {err}", file=sys.stderr)
         return 2
     except NonFiniteLossError as err:
         print(f"ardm: training stopped: {err}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

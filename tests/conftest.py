@@ -1,7 +1,11 @@
-"""Shared fixtures: one small model trained on the embedded digits, reused across test modules."""
+"""Shared fixtures: a small model trained on the embedded digits, a real MLflow server, and one
+two-node local Ray cluster for the whole session."""
+
+import os
 
 import pytest
 import torch
+from mlflow_server import mlflow_server  # noqa: F401  (session fixture: a real `mlflow server` process)
 
 from ardm.data import load_dataset
 from ardm.model import ModelSpec, build_ardm
@@ -19,3 +23,19 @@ def trained_digits():
     config = TrainConfig(steps=150, batch_size=32, learning_rate=3e-3, ema_decay=0.9, checkpoint_every=10**6)
     result = train(build_ardm(spec), train_set.images, config, progress=False)
     return result.ema, test_set.images
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A two-node local Ray cluster (3 logical CPUs each), shared by every Ray test of the session."""
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 3})
+    cluster.add_node(num_cpus=3)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address)
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()

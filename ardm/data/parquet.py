@@ -46,8 +46,11 @@ def write_parquet_shards(
     dataset_test: ImageDataset,
     out_dir: str | os.PathLike[str],
     rows_per_shard: int = 10000,
+    source: str = "",
 ) -> str:
     """Write both splits as parquet shards of at most `rows_per_shard` rows plus manifest.json.
+
+    source: the dataset spec they came from, kept in the manifest so a converted copy can be reused.
 
     out_dir: local path or URI (file://, s3://, gs://). Every file is written atomically and the manifest
     last, so a reader that finds a manifest finds complete shards. Returns the manifest's path or URI.
@@ -78,6 +81,7 @@ def write_parquet_shards(
         "format": FORMAT,
         "version": VERSION,
         "name": dataset_train.name,
+        "source": source,
         "num_classes": dataset_train.num_classes,
         "shape": list(dataset_train.shape),
         "splits": splits,

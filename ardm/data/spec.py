@@ -160,4 +160,4 @@ def load_dataset(spec: str | DataSpec, split: str) -> ImageDataset:
 def convert_dataset(spec: str, out_dir: str, rows_per_shard: int = 10000) -> str:
     """Load both splits of `spec` and write them as parquet shards; returns the manifest path or URI."""
     train, test = load_dataset(spec, "train"), load_dataset(spec, "test")
-    return write_parquet_shards(train, test, out_dir, rows_per_shard)
+    return write_parquet_shards(train, test, out_dir, rows_per_shard, source=spec)

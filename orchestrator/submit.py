@@ -1,0 +1,192 @@
+"""`ardm submit cluster.yaml sweeps/x.yaml [--set KEY=VALUE ...]`: run a sweep on a Ray cluster as a Ray job.
+
+The alternative to `ray submit cluster.yaml sweeps/x.yaml` (see orchestrator/launcher.py) through Ray's Job
+Submission API: the sweep file alone is uploaded as the job's working_dir and the job's entrypoint is
+`ardm sweep x.yaml --set ...`, run by the cluster's job server on the head node, where the project is
+installed (cluster.yaml). The job outlives the submitting laptop; `ray job logs --follow` reattaches.
+
+Ray is imported only when a job is really submitted, so the CLI can add these arguments cheaply.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from orchestrator.launcher import is_sweep_file
+
+DASHBOARD_PORT = 8265
+
+
+class SubmitError(Exception):
+    """Bad input or an unreachable cluster: one line for the user (exit code 2)."""
+
+
+class JobFailedError(Exception):
+    """A job followed with wait=True ended in another state than SUCCEEDED."""
+
+    def __init__(self, job_id: str, status: str, message: str | None = None, exit_code: int | None = None):
+        self.job_id, self.status, self.message, self.exit_code = job_id, status, message, exit_code
+        detail = f" (driver exit code {exit_code})" if exit_code is not None else ""
+        super().__init__(f"job {job_id} ended {status}{detail}" + (f": {message}" if message else ""))
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def head_dashboard_address(cluster_yaml: str) -> str:
+    """`http://<head ip>:8265`, the Ray dashboard (and job server) of the cluster that `ray up cluster_yaml` made.
+
+    Raises SubmitError naming the cluster file when it is missing or its head node cannot be found.
+    """
+    path = Path(cluster_yaml)
+    if not path.is_file():
+        raise SubmitError(f"{cluster_yaml}: no such cluster config file")
+    try:
+        from ray.autoscaler.sdk import get_head_node_ip
+
+        ip = get_head_node_ip(str(path))
+    except (Exception, SystemExit) as err:  # provider errors, no running head, Ray's cli_logger.abort
+        raise SubmitError(f"{cluster_yaml}: cannot find the cluster's head node ({_first_line(err)}); "
+                          f"is the cluster up (`ray up {cluster_yaml}`)?") from err
+    if not ip:
+        raise SubmitError(f"{cluster_yaml}: the cluster's head node has no IP address yet; is it up?")
+    return f"http://{ip}:{DASHBOARD_PORT}"
+
+
+def _normalize_address(address: str) -> str:
+    return address if "://" in address else f"http://{address}"
+
+
+def sweep_entrypoint(file_name: str, overrides: list[str], resume: bool = False, dry_run: bool = False) -> str:
+    """The job's shell command: `ardm sweep FILE --set K=V ... [--resume] [--dry-run]`, each word shell-quoted."""
+    words = ["ardm", "sweep", file_name]
+    for override in overrides:
+        words += ["--set", override]
+    words += ["--resume"] * resume + ["--dry-run"] * dry_run
+    return shlex.join(words)
+
+
+def _job_client(address: str) -> Any:
+    from ray.job_submission import JobSubmissionClient
+
+    try:
+        return JobSubmissionClient(address)
+    except Exception as err:
+        raise SubmitError(
+            f"cannot reach Ray's job server at {address} ({_first_line(err)}); its port {DASHBOARD_PORT} is "
+            f"usually not open to your machine: run `ray dashboard CLUSTER.yaml` in another terminal and pass "
+            f"--address http://127.0.0.1:{DASHBOARD_PORT}") from err
+
+
+def submit_sweep(address: str, sweep_file: str, overrides: list[str], wait: bool = False, *,
+                 resume: bool = False, dry_run: bool = False, client: Any = None, agent_wait_s: float = 60.0) -> str:
+    """Submit `ardm sweep <sweep_file's name> --set ...` as a Ray job at `address`; return the job id.
+
+    The job's working_dir holds only a copy of the sweep file. With wait=True the job's logs are printed
+    until it ends, and JobFailedError is raised unless it SUCCEEDED. resume/dry_run: pass `--resume` /
+    `--dry-run` to `ardm sweep` (a dry run validates the file on the cluster and lists its trials). `client`:
+    a JobSubmissionClient (made for `address` when None). A job server whose node agent is not ready yet
+    is asked again for up to `agent_wait_s` seconds.
+    """
+    path = Path(sweep_file)
+    if not path.is_file():
+        raise SubmitError(f"{sweep_file}: no such sweep file")
+    if not is_sweep_file(path):
+        raise SubmitError(f"{sweep_file}: not a sweep file (a .yaml/.yml file with a top-level 'sweep:' section)")
+    address = _normalize_address(address)
+    if client is None:
+        client = _job_client(address)
+    entrypoint = sweep_entrypoint(path.name, list(overrides), resume, dry_run)
+    with tempfile.TemporaryDirectory(prefix="ardm-submit-") as work:
+        shutil.copy2(path, Path(work) / path.name)
+        deadline = time.monotonic() + agent_wait_s
+        while True:
+            try:
+                job_id = client.submit_job(entrypoint=entrypoint, runtime_env={"working_dir": work},
+                                           metadata={"ardm_sweep_file": path.name})
+                break
+            except Exception as err:
+                # Right after `ray up` the head's dashboard agent may not have registered yet: Ray answers
+                # "No available agent to submit job, please try again later".
+                if "try again later" in str(err) and time.monotonic() < deadline:
+                    time.sleep(1.0)
+                    continue
+                raise SubmitError(f"{sweep_file}: the job server at {address} refused the job: "
+                                  f"{_first_line(err)}") from err
+    print(f"submitted {path.name} as Ray job {job_id}: {entrypoint}")
+    print(f"  follow its logs: ray job logs --follow --address {address} {job_id}")
+    print(f"  its status:      ray job status --address {address} {job_id}")
+    print(f"  stop it:         ray job stop --address {address} {job_id}")
+    if wait:
+        wait_for_job(client, job_id)
+    return job_id
+
+
+def wait_for_job(client: Any, job_id: str, out=None) -> None:
+    """Print the job's logs as they come until it ends; raise JobFailedError unless it SUCCEEDED."""
+    import asyncio
+
+    out = out or sys.stdout
+
+    async def _tail() -> None:
+        async for chunk in client.tail_job_logs(job_id):
+            out.write(chunk)
+            out.flush()
+
+    try:
+        asyncio.run(_tail())
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception:  # the log stream broke; the job itself may still be fine: poll its status
+        pass
+    info = _wait_terminal(client, job_id)
+    status = str(getattr(info.status, "value", info.status))
+    if status != "SUCCEEDED":
+        raise JobFailedError(job_id, status, getattr(info, "message", None), getattr(info, "driver_exit_code", None))
+
+
+def _wait_terminal(client: Any, job_id: str, poll_s: float = 1.0) -> Any:
+    while True:
+        info = client.get_job_info(job_id)
+        if str(getattr(info.status, "value", info.status)) in {"SUCCEEDED", "FAILED", "STOPPED"}:
+            return info
+        time.sleep(poll_s)
+
+
+def add_submit_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `ardm submit CLUSTER SWEEP [--set ...] [--resume] [--dry-run] [--wait] [--address URL]`."""
+    parser.add_argument("cluster", help="the Ray cluster launcher config the cluster was started with (cluster.yaml)")
+    parser.add_argument("file", help="sweep file (see sweeps/); only this file is uploaded")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a sweep field")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep from its storage")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="submit a job that only validates the sweep on the cluster and lists its trials")
+    parser.add_argument("--wait", action="store_true", help="print the job's logs until it ends; its status is ours")
+    parser.add_argument("--address", help="job server URL instead of the cluster head's port 8265, e.g. "
+                                          "http://127.0.0.1:8265 while `ray dashboard cluster.yaml` runs")
+
+
+def run_submit(args: argparse.Namespace) -> int:
+    """`ardm submit`: 0 when submitted (or, with --wait, when the job SUCCEEDED); 2 on bad input; 1 if it failed."""
+    try:
+        address = args.address or head_dashboard_address(args.cluster)
+        submit_sweep(address, args.file, args.set, wait=args.wait, resume=args.resume, dry_run=args.dry_run)
+    except SubmitError as err:
+        print(f"ardm: error: {err}", file=sys.stderr)
+        return 2
+    except JobFailedError as err:
+        print(f"ardm: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("ardm: stopped following; the job keeps running on the cluster", file=sys.stderr)
+        return 130
+    return 0

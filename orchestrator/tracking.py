@@ -1,0 +1,353 @@
+"""MLflow tracking for sweeps: one parent run per sweep, one nested run per trial.
+
+The sweep driver, Ray Tune trial actors and Ray Train rank-0 workers all log through a
+`SweepTracker`, often in different processes or on different nodes. So everything goes through an
+`mlflow.MlflowClient` bound to an explicit tracking URI, never through MLflow's global "active run"
+state, which is per process and would silently log to the wrong place (or nowhere) in a worker.
+
+Tracking URIs: MLflow 3 refuses its old file store (`./mlruns`, `file:...`). Locally use SQLite
+(`default_tracking_uri()`, `sqlite:///<cwd>/mlflow.db`); on a cluster run `mlflow server` and use
+its `http://host:port`, which also proxies artifact uploads so workers need no shared filesystem.
+`check_tracking(uri)` validates a URI before Ray or training starts, so a typo fails in a second
+with one line instead of after the first trial has trained.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import time
+from numbers import Real
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import requests
+from mlflow.entities import Metric, Param, Run, RunTag
+from mlflow.environment_variables import MLFLOW_TRACKING_INSECURE_TLS, MLFLOW_TRACKING_SERVER_CERT_PATH
+from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
+logger = logging.getLogger(__name__)
+
+ROLE_TAG = "ardm.role"
+TRIAL_TAG = "ardm.trial"
+FAILURE_REASON_TAG = "ardm.failure_reason"
+# A failure reason is a summary for the runs table; the full traceback belongs in the worker log.
+MAX_REASON_LENGTH = 5000
+END_STATUSES = ("FINISHED", "FAILED", "KILLED")
+_TRUNCATED = "...[truncated]"
+
+
+class TrackingError(RuntimeError):
+    """A tracking problem, as one line naming the tracking URI and what is wrong."""
+
+
+def default_tracking_uri(cwd: str | Path | None = None) -> str:
+    """The local default: a SQLite database `mlflow.db` in `cwd` (the current directory if None).
+
+    The path is made absolute because Ray workers run with other working directories.
+    """
+    folder = Path(os.getcwd() if cwd is None else cwd).resolve()
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def check_tracking(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast with a TrackingError if `uri` cannot be used as an MLflow 3 tracking URI.
+
+    http(s): the server must answer GET /health with 200 within `timeout` seconds. sqlite:///PATH:
+    the database's folder must exist (it is created when only its last component is missing, so a
+    fresh `runs/mlflow.db` works but a mistyped deep path does not) and be writable. A plain path or
+    a file: URI is refused, since MLflow 3 refuses the file store. Other schemes (postgresql, mysql,
+    databricks, ...) are passed through: their drivers and credentials are checked by MLflow itself.
+    """
+    if not uri.strip():
+        raise TrackingError(f"{uri!r}: empty tracking URI (use {default_tracking_uri()} or http://HOST:PORT)")
+    scheme = uri.split(":", 1)[0].lower() if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", uri) else ""
+    if scheme in ("http", "https"):
+        _check_server(uri, timeout)
+    elif scheme == "sqlite":
+        _check_sqlite(uri)
+    elif scheme in ("", "file"):
+        path = Path(re.sub(r"^file:(//)?", "", uri)).absolute()
+        raise TrackingError(
+            f"{uri}: MLflow 3 refuses the file store; use a database, e.g. sqlite:///{path / 'mlflow.db'}"
+        )
+
+
+def _check_server(uri: str, timeout: float) -> None:
+    """GET `<uri>/health` once, without MLflow's retries: an unreachable server must fail fast."""
+    # Honour MLflow's own TLS settings so that this check agrees with what the client will do.
+    verify: bool | str = MLFLOW_TRACKING_SERVER_CERT_PATH.get() or not MLFLOW_TRACKING_INSECURE_TLS.get()
+    try:
+        response = requests.get(f"{uri.rstrip('/')}/health", timeout=timeout, verify=verify)
+    except requests.Timeout:
+        raise TrackingError(f"{uri}: tracking server unreachable (no answer within {timeout:g} s)") from None
+    except requests.RequestException as err:
+        raise TrackingError(f"{uri}: tracking server unreachable ({_one_line(err, 300)})") from None
+    if response.status_code != 200:
+        raise TrackingError(
+            f"{uri}: tracking server unreachable (GET /health answered {response.status_code} "
+            f"{_one_line(response.text, 200)})"
+        )
+
+
+def _check_sqlite(uri: str) -> None:
+    """The SQLite database's folder exists (or can be made) and the database can be written."""
+    # sqlite:///relative.db and sqlite:////absolute.db; a ?query holds driver options, not the path.
+    raw = uri[len("sqlite:") :].split("?", 1)[0]
+    if not raw.startswith("///") or raw == "///":
+        raise TrackingError(f"{uri}: expected sqlite:///PATH (an in-memory database is not shared by processes)")
+    db = Path(raw[3:])
+    folder = db.parent
+    if not folder.exists() and folder.parent.is_dir():
+        try:
+            folder.mkdir()
+        except OSError as err:
+            raise TrackingError(f"{uri}: cannot create the database folder {folder} ({err.strerror})") from None
+    if not folder.is_dir():
+        raise TrackingError(f"{uri}: the database folder {folder} does not exist")
+    if db.is_dir():
+        raise TrackingError(f"{uri}: {db} is a directory, not a database file")
+    if not os.access(folder, os.W_OK | os.X_OK) or (db.exists() and not os.access(db, os.W_OK)):
+        raise TrackingError(f"{uri}: {db if db.exists() else folder} is not writable")
+
+
+def flatten(config: dict, prefix: str = "") -> dict[str, str]:
+    """Nested config -> MLflow params: {"model.branching": "4", "train.learning_rate": "0.0001"}.
+
+    Lists and tuples become JSON (one param, not one per element), an empty dict becomes "{}" so its
+    key stays visible, and values longer than MLflow's limit are truncated with a visible marker
+    (MLflow rejects the whole batch otherwise).
+    """
+    flat: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+            continue
+        text = json.dumps(value, default=str) if isinstance(value, (list, tuple, dict)) else str(value)
+        if len(text) > MAX_PARAM_VAL_LENGTH:
+            text = text[: MAX_PARAM_VAL_LENGTH - len(_TRUNCATED)] + _TRUNCATED
+        flat[name] = text
+    return flat
+
+
+def _one_line(value: Any, limit: int) -> str:
+    """`value` as one line of at most `limit` characters, for error messages and tags."""
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[: limit - len(_TRUNCATED)] + _TRUNCATED
+
+
+def _quote(value: str) -> str:
+    """A string literal for an MLflow search filter (which has no escape for a quote inside one)."""
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise TrackingError(f"cannot search MLflow for a value containing both quote characters: {value!r}")
+
+
+class SweepTracker:
+    """Logs one sweep (parent run) and its trials (nested runs) to an MLflow experiment.
+
+    Picklable, so Ray can ship it to trial actors and training workers: the state is only the URI,
+    the experiment name and id, and each process creates its own MlflowClient on first use.
+    """
+
+    def __init__(self, uri: str, experiment: str) -> None:
+        """Bind to `experiment` at `uri`, creating the experiment if it does not exist yet."""
+        self.uri = uri
+        self.experiment = experiment
+        self._client: mlflow.MlflowClient | None = None
+        self.experiment_id = self._ensure_experiment()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Only the plain state travels; an MlflowClient holds sessions and stores of this process."""
+        return {"uri": self.uri, "experiment": self.experiment, "experiment_id": self.experiment_id}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore the plain state; the client is recreated lazily in the receiving process."""
+        self.__dict__.update(state)
+        self._client = None
+
+    def __repr__(self) -> str:
+        return f"SweepTracker({self.uri!r}, {self.experiment!r})"
+
+    @property
+    def client(self) -> mlflow.MlflowClient:
+        """This process's MlflowClient for `uri`, created on first use."""
+        if self._client is None:
+            self._client = mlflow.MlflowClient(tracking_uri=self.uri)
+        return self._client
+
+    def _ensure_experiment(self) -> str:
+        """The experiment's id, creating the experiment if needed."""
+        found = self.client.get_experiment_by_name(self.experiment)
+        if found is None:
+            try:
+                return self.client.create_experiment(self.experiment, artifact_location=self._artifact_location())
+            except MlflowException:
+                # Another process (a second sweep driver, a worker) created it between our get and
+                # create; the name is unique, so take theirs. Anything else is re-raised below.
+                found = self.client.get_experiment_by_name(self.experiment)
+                if found is None:
+                    raise
+        if found.lifecycle_stage != "active":
+            raise TrackingError(
+                f"{self.uri}: experiment {self.experiment!r} is deleted; restore it "
+                f"(mlflow experiments restore --experiment-id {found.experiment_id}) or use another name"
+            )
+        return found.experiment_id
+
+    def _artifact_location(self) -> str | None:
+        """For SQLite, artifacts go next to the database instead of MLflow's `./mlruns` default.
+
+        MLflow would resolve `./mlruns` against the creating process's working directory, and a
+        folder named mlruns is also what MLflow takes for a legacy file store. Servers (and other
+        databases) keep their own configured artifact root: None.
+        """
+        if not self.uri.startswith("sqlite:///"):
+            return None
+        db = Path(self.uri[len("sqlite:///") :].split("?", 1)[0]).absolute()
+        return (db.parent / "mlartifacts" / re.sub(r"[^A-Za-z0-9._-]+", "_", self.experiment)).as_uri()
+
+    def start_sweep(
+        self, name: str, config: dict, tags: dict[str, str] | None = None, run_id: str | None = None
+    ) -> str:
+        """The parent run of one sweep; returns its run id.
+
+        `config` is the sweep's resolved base config, logged flattened as params. With `run_id`
+        (resuming a sweep) that run is reopened as RUNNING instead; its params must agree with
+        `config` (new keys are added), so a resume cannot silently change the recorded base config.
+        """
+        all_tags = {**(tags or {}), ROLE_TAG: "sweep"}
+        if run_id is None:
+            run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name)
+            self._log_params(run.info.run_id, flatten(config), {})
+            return run.info.run_id
+        run = self._get_run(run_id, "sweep")
+        self._reopen(run)
+        self._log_params(run_id, flatten(config), run.data.params)
+        self.set_tags(run_id, all_tags)
+        return run_id
+
+    def trial_run(self, parent_id: str, trial_name: str, params: dict) -> str:
+        """The nested run of trial `trial_name` under sweep run `parent_id`; returns its run id.
+
+        A trial that already has a run under this parent (a resumed sweep, a restarted trial) gets
+        that run back, reopened as RUNNING, so its metrics continue in one place. Re-logging the
+        same params is fine; a changed value raises TrackingError, since MLflow params are immutable.
+        """
+        self._get_run(parent_id, "sweep")
+        flat = flatten(params)
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.{MLFLOW_PARENT_RUN_ID} = {_quote(parent_id)} "
+            f"and tags.`{TRIAL_TAG}` = {_quote(trial_name)}",
+            order_by=["attributes.start_time ASC"],
+            max_results=1,
+        )
+        if found:
+            run = found[0]
+            self._reopen(run)
+            self._log_params(run.info.run_id, flat, run.data.params)
+            return run.info.run_id
+        tags = {MLFLOW_PARENT_RUN_ID: parent_id, TRIAL_TAG: trial_name, ROLE_TAG: "trial"}
+        run = self.client.create_run(self.experiment_id, tags=tags, run_name=trial_name)
+        self._log_params(run.info.run_id, flat, {})
+        return run.info.run_id
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int | None = None) -> None:
+        """Log the finite numeric values of `metrics` in one batch, at `step` (MLflow's 0 if None).
+
+        Other values are skipped silently so that a whole Ray Tune result dict (with its trial id,
+        dates, flags and config) can be passed as is. NaN and inf are skipped with a warning: MLflow
+        stores them as sentinel numbers that distort plots and comparisons.
+        """
+        now = int(time.time() * 1000)
+        batch = []
+        for key, value in metrics.items():
+            if not isinstance(value, Real) or isinstance(value, bool):
+                continue
+            if not math.isfinite(value):
+                logger.warning("run %s: not logging metric %s = %s (not finite)", run_id, key, value)
+                continue
+            batch.append(Metric(key, float(value), now, 0 if step is None else step))
+        if batch:
+            self.client.log_batch(run_id, metrics=batch)
+
+    def log_artifact(self, run_id: str, local_path: str | Path, artifact_path: str | None = None) -> None:
+        """Upload a file, or a directory's contents, under `artifact_path` in the run's artifacts."""
+        path = Path(local_path)
+        if path.is_dir():
+            self.client.log_artifacts(run_id, str(path), artifact_path)
+        elif path.is_file():
+            self.client.log_artifact(run_id, str(path), artifact_path)
+        else:
+            raise TrackingError(f"{self.uri}: run {run_id}: no file or directory {path} to log as an artifact")
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        """Set (or overwrite) tags on a run, in one batch."""
+        if tags:
+            self.client.log_batch(run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
+
+    def end_run(self, run_id: str, status: str = "FINISHED", reason: str | None = None) -> None:
+        """Terminate a run as FINISHED, FAILED or KILLED; `reason` is kept as tag ardm.failure_reason."""
+        if status not in END_STATUSES:
+            raise ValueError(f"end status must be one of {', '.join(END_STATUSES)}, got {status!r}")
+        if reason is not None:
+            self.set_tags(run_id, {FAILURE_REASON_TAG: _one_line(reason, MAX_REASON_LENGTH)})
+        self.client.set_terminated(run_id, status)
+
+    def runs_of(self, parent_id: str) -> list[Run]:
+        """The nested (trial) runs of sweep run `parent_id`, oldest first."""
+        runs: list[Run] = []
+        page_token = None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.{MLFLOW_PARENT_RUN_ID} = {_quote(parent_id)}",
+                order_by=["attributes.start_time ASC"],
+                page_token=page_token,
+            )
+            runs.extend(page)
+            page_token = page.token
+            if not page_token:
+                return runs
+
+    def _get_run(self, run_id: str, what: str) -> Run:
+        """The run `run_id` of this experiment, or a TrackingError saying which `what` run is missing."""
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException as err:
+            raise TrackingError(f"{self.uri}: {what} run {run_id} not found ({_one_line(err.message, 200)})") from None
+        if run.info.experiment_id != self.experiment_id:
+            raise TrackingError(
+                f"{self.uri}: {what} run {run_id} belongs to experiment {run.info.experiment_id}, "
+                f"not {self.experiment!r} ({self.experiment_id})"
+            )
+        return run
+
+    def _reopen(self, run: Run) -> None:
+        """Mark a run RUNNING again, dropping the failure reason of its previous attempt."""
+        if run.info.status != "RUNNING":
+            self.client.update_run(run.info.run_id, status="RUNNING")
+        if FAILURE_REASON_TAG in run.data.tags:
+            self.client.delete_tag(run.info.run_id, FAILURE_REASON_TAG)
+
+    def _log_params(self, run_id: str, params: dict[str, str], logged: dict[str, str]) -> None:
+        """Log the params not yet in `logged`; a param logged with another value is a TrackingError."""
+        for key, value in params.items():
+            if key in logged and logged[key] != value:
+                raise TrackingError(
+                    f"{self.uri}: run {run_id}: param {key} is already {_one_line(logged[key], 100)!r}, "
+                    f"cannot change it to {_one_line(value, 100)!r}"
+                )
+        new = [Param(key, value) for key, value in params.items() if key not in logged]
+        if new:
+            self.client.log_batch(run_id, params=new)

@@ -1,0 +1,94 @@
+"""The Ray Train worker loop: ardm.train.train on this worker's Parquet shard, under DDP.
+
+Every rank reads its own shard, builds the same model, and trains; rank 0 writes checkpoints,
+which are reported to Ray Train (and so persisted to the sweep's storage) and logged to the
+trial's MLflow run. A restarted worker group resumes from `ray.train.get_checkpoint()`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from pathlib import Path
+
+import ray.train
+import ray.train.torch
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from ardm.config import build
+from ardm.data import load_parquet_split
+from ardm.evaluate import estimate_nelbo
+from ardm.model import build_ardm
+from ardm.run import model_spec
+from ardm.train import train
+from orchestrator.config import SweepConfig
+from orchestrator.tracking import SweepTracker
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+class _MetricsToMlflow:
+    """Logs rank 0's metrics to the trial's run; a tracking failure warns instead of stopping training."""
+
+    def __init__(self, tracker: SweepTracker, run_id: str) -> None:
+        self.tracker, self.run_id, self.warned = tracker, run_id, False
+
+    def __call__(self, metrics: dict, step: int | None) -> None:
+        try:
+            self.tracker.log_metrics(self.run_id, metrics, step=step)
+        except Exception as err:  # the tracking server is not worth a lost training run
+            if not self.warned:
+                warnings.warn(f"MLflow logging failed, training goes on: {err}", stacklevel=2)
+                self.warned = True
+
+
+def train_worker(loop_config: dict) -> None:
+    """Entry point of each Ray Train worker. loop_config: {"config": resolved trial config dict,
+    "data_uri": Parquet shards, "tracker": SweepTracker, "run_id": the trial's MLflow run}."""
+    cfg: SweepConfig = build(SweepConfig, loop_config["config"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    shard = load_parquet_split(loop_config["data_uri"], "train", rank=rank, world_size=world)
+    torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
+    model = build_ardm(model_spec(cfg.model, shard.shape, shard.num_classes))
+    to_mlflow = _MetricsToMlflow(loop_config["tracker"], loop_config["run_id"]) if rank == 0 else None
+
+    def wrap(module: torch.nn.Module) -> torch.nn.Module:
+        if world == 1:
+            return module
+        return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def on_log(metrics: dict) -> None:
+        if to_mlflow is not None:
+            to_mlflow({k: v for k, v in metrics.items() if k != "step"}, metrics["step"])
+        ray.train.report(metrics)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        local = Path(scratch) / "ckpt"
+
+        def on_checkpoint(path: Path | None, metrics: dict) -> None:
+            # Every rank reports (a barrier); only rank 0 has a checkpoint to persist.
+            checkpoint = ray.train.Checkpoint.from_directory(str(path.parent)) if path is not None else None
+            ray.train.report(metrics, checkpoint=checkpoint)
+
+        resume_from = None
+        previous = ray.train.get_checkpoint()
+        if previous is not None:
+            previous.to_directory(str(Path(scratch) / "resume"))
+            resume_from = Path(scratch) / "resume" / CHECKPOINT_FILE
+        result = train(
+            model, shard.images, cfg.train, device=device, checkpoint_path=local / CHECKPOINT_FILE,
+            resume_from=resume_from, rank=rank, wrap=wrap, on_log=on_log, on_checkpoint=on_checkpoint,
+            extra={"data": cfg.data.spec, "data_uri": loop_config["data_uri"], "world_size": world},
+            progress=False,
+        )
+    final = {"step": result.step}  # no "done" key: Tune reads it as "stop this trial now"
+    if rank == 0:
+        test = load_parquet_split(loop_config["data_uri"], "test")
+        images = test.images[: cfg.eval.max_images or None]
+        est = estimate_nelbo(result.ema, images, cfg.eval.samples_per_image, cfg.eval.batch_size, seed=cfg.train.seed)
+        final.update(test_bpd=est.mean, test_bpd_stderr=est.stderr, test_images=est.n)
+        to_mlflow({k: v for k, v in final.items() if k.startswith("test_")}, result.step)
+    ray.train.report(final)

@@ -1,0 +1,303 @@
+"""The MLflow tracking layer against a real `mlflow server` (REST store, artifact proxy) and SQLite."""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import socket
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
+from orchestrator.tracking import (
+    FAILURE_REASON_TAG,
+    MAX_REASON_LENGTH,
+    SweepTracker,
+    TrackingError,
+    check_tracking,
+    default_tracking_uri,
+    flatten,
+)
+
+CONFIG = {
+    "data": "digits",
+    "model": {"branching": 4, "network": {"channels": [32, 64]}},
+    "train": {"learning_rate": 1e-4},
+}
+
+
+@pytest.fixture(scope="module")
+def tracker(mlflow_server: str) -> SweepTracker:
+    return SweepTracker(mlflow_server, "tracking-tests")
+
+
+@pytest.fixture(scope="module")
+def sqlite_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One SQLite database for the module: creating one runs MLflow's migrations (seconds)."""
+    return default_tracking_uri(tmp_path_factory.mktemp("sqlite"))
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_default_tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert default_tracking_uri(tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    assert default_tracking_uri(str(tmp_path)).startswith("sqlite:////")  # absolute: four slashes
+    monkeypatch.chdir(tmp_path)
+    assert default_tracking_uri() == default_tracking_uri(tmp_path)
+
+
+def test_flatten() -> None:
+    flat = flatten({**CONFIG, "eval": {}, "flags": (True, None), "note": "x" * (MAX_PARAM_VAL_LENGTH + 10)})
+    assert flat["data"] == "digits"
+    assert flat["model.branching"] == "4"
+    assert json.loads(flat["model.network.channels"]) == [32, 64]
+    assert flat["train.learning_rate"] == "0.0001"
+    assert flat["eval"] == "{}"
+    assert json.loads(flat["flags"]) == [True, None]
+    assert len(flat["note"]) == MAX_PARAM_VAL_LENGTH and flat["note"].endswith("[truncated]")
+    assert all(isinstance(v, str) for v in flat.values())
+    assert flatten({"a": 1}, prefix="base.") == {"base.a": "1"}
+
+
+def test_check_tracking_live_server_passes(mlflow_server: str) -> None:
+    check_tracking(mlflow_server)
+    check_tracking(mlflow_server + "/")
+
+
+def test_check_tracking_closed_port_fails_fast() -> None:
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    start = time.monotonic()
+    with pytest.raises(TrackingError, match="unreachable") as err:
+        check_tracking(uri, timeout=2.0)
+    assert time.monotonic() - start < 3.0
+    assert str(err.value).startswith(uri) and "\n" not in str(err.value)
+
+
+def test_check_tracking_silent_server_times_out() -> None:
+    with socket.socket() as sock:  # listens (the kernel accepts connections) but never answers
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        uri = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        start = time.monotonic()
+        with pytest.raises(TrackingError, match=r"unreachable \(no answer within 0.5 s\)"):
+            check_tracking(uri, timeout=0.5)
+        assert time.monotonic() - start < 1.5
+
+
+def test_check_tracking_non_200(mlflow_server: str) -> None:
+    with pytest.raises(TrackingError, match="answered 404"):
+        check_tracking(f"{mlflow_server}/not-mlflow")
+
+
+def test_check_tracking_refuses_file_store(tmp_path: Path) -> None:
+    for uri in (str(tmp_path / "mlruns"), f"file://{tmp_path}/mlruns", "mlruns"):
+        with pytest.raises(TrackingError, match="refuses the file store") as err:
+            check_tracking(uri)
+        assert str(err.value).startswith(uri)
+        assert "sqlite:////" in str(err.value) and "mlruns/mlflow.db" in str(err.value)
+
+
+def test_check_tracking_sqlite(tmp_path: Path) -> None:
+    check_tracking(f"sqlite:///{tmp_path}/mlflow.db")
+    check_tracking(f"sqlite:///{tmp_path}/new/mlflow.db")  # one missing folder is created
+    assert (tmp_path / "new").is_dir()
+    with pytest.raises(TrackingError, match="does not exist"):
+        check_tracking(f"sqlite:///{tmp_path}/deep/missing/mlflow.db")
+    with pytest.raises(TrackingError, match="directory"):
+        check_tracking(f"sqlite:///{tmp_path}")
+    with pytest.raises(TrackingError, match="in-memory"):
+        check_tracking("sqlite://")
+    check_tracking("postgresql://user@db.example/mlflow")  # other schemes are MLflow's to check
+
+
+def test_sweep_with_nested_trials(tracker: SweepTracker, mlflow_server: str) -> None:
+    parent = tracker.start_sweep("sweep-a", CONFIG, tags={"ardm.sweep_file": "configs/sweep.yaml"})
+    trials = [
+        tracker.trial_run(parent, f"trial_{i}", {"train": {"learning_rate": lr}}) for i, lr in enumerate([1e-3, 3e-4])
+    ]
+    assert len(set(trials)) == 2
+
+    client = mlflow.MlflowClient(mlflow_server)  # an independent reader, as a report would be
+    run = client.get_run(parent)
+    assert run.info.run_name == "sweep-a" and run.info.status == "RUNNING"
+    assert run.data.params["model.branching"] == "4" and run.data.params["train.learning_rate"] == "0.0001"
+    assert run.data.tags["ardm.role"] == "sweep" and run.data.tags["ardm.sweep_file"] == "configs/sweep.yaml"
+
+    nested = tracker.runs_of(parent)
+    assert [r.info.run_id for r in nested] == trials
+    for i, r in enumerate(nested):
+        assert r.info.run_name == f"trial_{i}"
+        assert r.data.tags["mlflow.parentRunId"] == parent and r.data.tags["ardm.trial"] == f"trial_{i}"
+    assert [r.data.params["train.learning_rate"] for r in nested] == ["0.001", "0.0003"]
+    assert tracker.runs_of(trials[0]) == []
+
+
+def test_metrics_with_steps(tracker: SweepTracker, mlflow_server: str, caplog: pytest.LogCaptureFixture) -> None:
+    run = tracker.trial_run(tracker.start_sweep("sweep-metrics", {}), "trial_0", {})
+    for step in range(3):
+        result = {
+            "loss": 1.0 / (step + 1),
+            "epoch": np.int64(step),
+            "trial_id": "abc",
+            "done": False,
+            "config": {"a": 1},
+        }
+        tracker.log_metrics(run, result, step=step)
+    with caplog.at_level(logging.WARNING, logger="orchestrator.tracking"):
+        tracker.log_metrics(run, {"loss": float("nan"), "grad_norm": float("inf"), "bpd": 3.5}, step=3)
+    assert "loss" in caplog.text and "grad_norm" in caplog.text
+
+    client = mlflow.MlflowClient(mlflow_server)
+    history = client.get_metric_history(run, "loss")
+    assert [(m.step, m.value) for m in history] == [(0, 1.0), (1, 0.5), (2, pytest.approx(1 / 3))]
+    data = client.get_run(run).data
+    assert set(data.metrics) == {"loss", "epoch", "bpd"}  # strings, bools, dicts and non-finite skipped
+    tracker.log_metrics(run, {"bpd": 3.4})
+    assert [m.step for m in client.get_metric_history(run, "bpd")] == [3, 0]
+
+
+def test_artifacts_through_proxy(tracker: SweepTracker, mlflow_server: str, tmp_path: Path) -> None:
+    run = tracker.start_sweep("sweep-artifacts", {})
+    (tmp_path / "report.txt").write_text("hello")
+    (tmp_path / "samples" / "grids").mkdir(parents=True)
+    (tmp_path / "samples" / "a.png").write_bytes(b"png")
+    (tmp_path / "samples" / "grids" / "b.png").write_bytes(b"png2")
+    tracker.log_artifact(run, tmp_path / "report.txt")
+    tracker.log_artifact(run, str(tmp_path / "samples"), artifact_path="samples")
+    with pytest.raises(TrackingError, match="no file or directory"):
+        tracker.log_artifact(run, tmp_path / "missing")
+
+    client = mlflow.MlflowClient(mlflow_server)
+    assert client.get_run(run).info.artifact_uri.startswith("mlflow-artifacts:")  # served by the proxy
+    assert sorted(a.path for a in client.list_artifacts(run)) == ["report.txt", "samples"]
+    assert sorted(a.path for a in client.list_artifacts(run, "samples")) == ["samples/a.png", "samples/grids"]
+    local = Path(client.download_artifacts(run, "samples/grids/b.png", str(tmp_path / "download")))
+    assert local.read_bytes() == b"png2"
+
+
+def test_end_run_statuses(tracker: SweepTracker, mlflow_server: str) -> None:
+    parent = tracker.start_sweep("sweep-end", {})
+    done, failed, killed = (tracker.trial_run(parent, name, {}) for name in ("done", "failed", "killed"))
+    tracker.end_run(done)
+    tracker.end_run(failed, "FAILED", reason="Traceback:\n  ValueError: loss is nan\n" + "x" * 6000)
+    tracker.end_run(killed, "KILLED", reason="stopped by ASHA")
+    with pytest.raises(ValueError, match="FINISHED"):
+        tracker.end_run(parent, "DONE")
+
+    runs = {r.info.run_name: r for r in tracker.runs_of(parent)}
+    assert {name: r.info.status for name, r in runs.items()} == {
+        "done": "FINISHED",
+        "failed": "FAILED",
+        "killed": "KILLED",
+    }
+    assert all(r.info.end_time for r in runs.values())
+    assert FAILURE_REASON_TAG not in runs["done"].data.tags
+    reason = runs["failed"].data.tags[FAILURE_REASON_TAG]
+    assert reason.startswith("Traceback: ValueError: loss is nan x") and len(reason) == MAX_REASON_LENGTH
+    assert runs["killed"].data.tags[FAILURE_REASON_TAG] == "stopped by ASHA"
+    tracker.set_tags(parent, {"ardm.best_trial": "done"})
+    assert mlflow.MlflowClient(mlflow_server).get_run(parent).data.tags["ardm.best_trial"] == "done"
+
+
+def test_trial_run_resumes(tracker: SweepTracker, mlflow_server: str) -> None:
+    parent = tracker.start_sweep("sweep-resume", {})
+    params = {"train": {"learning_rate": 1e-3, "batch_size": 32}}
+    first = tracker.trial_run(parent, "trial_0", params)
+    tracker.log_metrics(first, {"loss": 2.0}, step=0)
+    tracker.end_run(first, "FAILED", reason="node lost")
+
+    again = tracker.trial_run(parent, "trial_0", {**params, "seed": 1})  # same values, one new param
+    assert again == first
+    run = mlflow.MlflowClient(mlflow_server).get_run(first)
+    assert run.info.status == "RUNNING"
+    assert FAILURE_REASON_TAG not in run.data.tags  # the previous attempt's reason no longer applies
+    assert run.data.params["seed"] == "1" and run.data.metrics["loss"] == 2.0
+    assert len(tracker.runs_of(parent)) == 1
+
+    with pytest.raises(TrackingError, match=r"param train\.learning_rate is already '0\.001'") as err:
+        tracker.trial_run(parent, "trial_0", {"train": {"learning_rate": 3e-4}})
+    assert str(err.value).startswith(mlflow_server)
+    with pytest.raises(TrackingError, match="sweep run .* not found"):
+        tracker.trial_run("0" * 32, "trial_0", {})
+
+
+def test_start_sweep_resumes(tracker: SweepTracker, mlflow_server: str) -> None:
+    parent = tracker.start_sweep("sweep-reopen", CONFIG)
+    tracker.end_run(parent, "KILLED", reason="driver interrupted")
+    assert tracker.start_sweep("sweep-reopen", CONFIG, tags={"ardm.resumed": "1"}, run_id=parent) == parent
+    run = mlflow.MlflowClient(mlflow_server).get_run(parent)
+    assert run.info.status == "RUNNING" and run.data.tags["ardm.resumed"] == "1"
+    assert FAILURE_REASON_TAG not in run.data.tags
+    with pytest.raises(TrackingError, match="param model.branching"):
+        tracker.start_sweep("sweep-reopen", {**CONFIG, "model": {"branching": 8}}, run_id=parent)
+    with pytest.raises(TrackingError, match="not found"):
+        tracker.start_sweep("sweep-reopen", CONFIG, run_id="f" * 32)
+
+
+def test_pickled_tracker_works(tracker: SweepTracker, mlflow_server: str) -> None:
+    parent = tracker.start_sweep("sweep-pickle", {})  # the original's client is in use
+    copy = pickle.loads(pickle.dumps(tracker))
+    assert copy.__getstate__() == {
+        "uri": mlflow_server,
+        "experiment": "tracking-tests",
+        "experiment_id": tracker.experiment_id,
+    }
+    assert copy._client is None  # created lazily in the receiving process
+    run = copy.trial_run(parent, "trial_0", {"lr": 0.1})
+    copy.log_metrics(run, {"loss": 1.0}, step=5)
+    copy.end_run(run)
+    [nested] = tracker.runs_of(parent)
+    assert nested.info.status == "FINISHED" and nested.data.metrics["loss"] == 1.0
+
+
+def test_sqlite_without_server(sqlite_uri: str, tmp_path: Path) -> None:
+    db_folder = Path(sqlite_uri[len("sqlite:///") :]).parent
+    check_tracking(sqlite_uri)
+    tracker = SweepTracker(sqlite_uri, "local")
+    parent = tracker.start_sweep("local-sweep", CONFIG)
+    trials = [tracker.trial_run(parent, f"trial_{i}", {"seed": i}) for i in range(2)]
+    tracker.log_metrics(trials[0], {"bpd": 3.0}, step=1)
+    (tmp_path / "note.txt").write_text("local")
+    tracker.log_artifact(trials[0], tmp_path / "note.txt")
+    tracker.end_run(trials[0])
+    tracker.end_run(trials[1], "FAILED", reason="oom")
+
+    assert (db_folder / "mlflow.db").is_file()
+    runs = pickle.loads(pickle.dumps(tracker)).runs_of(parent)
+    assert [(r.info.run_id, r.info.status, r.data.params["seed"]) for r in runs] == [
+        (trials[0], "FINISHED", "0"), (trials[1], "FAILED", "1")
+    ]  # fmt: skip
+    # Artifacts live next to the database, not in the working directory's ./mlruns.
+    assert list((db_folder / "mlartifacts" / "local").glob(f"{trials[0]}/artifacts/note.txt"))
+    assert SweepTracker(sqlite_uri, "local").experiment_id == tracker.experiment_id
+
+
+def test_experiment_creation_race(sqlite_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = SweepTracker(sqlite_uri, "raced")
+    # The second process looks before the first one's create lands, then its own create fails.
+    original = mlflow.MlflowClient.get_experiment_by_name
+    lookups = []
+
+    def late_lookup(self: mlflow.MlflowClient, name: str) -> mlflow.entities.Experiment | None:
+        lookups.append(name)
+        return None if len(lookups) == 1 else original(self, name)
+
+    monkeypatch.setattr(mlflow.MlflowClient, "get_experiment_by_name", late_lookup)
+    assert SweepTracker(sqlite_uri, "raced").experiment_id == first.experiment_id
+    assert lookups == ["raced", "raced"]
+
+
+def test_deleted_experiment_is_refused(sqlite_uri: str) -> None:
+    tracker = SweepTracker(sqlite_uri, "gone")
+    tracker.client.delete_experiment(tracker.experiment_id)
+    with pytest.raises(TrackingError, match="experiment 'gone' is deleted"):
+        SweepTracker(sqlite_uri, "gone")
