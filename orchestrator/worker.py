@@ -1,8 +1,9 @@
 """The Ray Train worker loop: ardm.train.train on this worker's Parquet shard, under DDP.
 
 Every rank reads its own shard, builds the same model, and trains; rank 0 writes checkpoints,
-which are reported to Ray Train (and so persisted to the sweep's storage) and logged to the
-trial's MLflow run. A restarted worker group resumes from `ray.train.get_checkpoint()`.
+which are reported to Ray Train (and so persisted to the sweep's storage), logs metrics to the
+trial's MLflow run, and evaluates the test bpd with the final checkpoint. A restarted worker
+group resumes from `ray.train.get_checkpoint()`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import ray.train.torch
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from ardm.checkpoint import load_model
 from ardm.config import build
 from ardm.data import load_parquet_split
 from ardm.evaluate import estimate_nelbo
@@ -69,26 +71,33 @@ def train_worker(loop_config: dict) -> None:
         local = Path(scratch) / "ckpt"
 
         def on_checkpoint(path: Path | None, metrics: dict) -> None:
-            # Every rank reports (a barrier); only rank 0 has a checkpoint to persist.
-            checkpoint = ray.train.Checkpoint.from_directory(str(path.parent)) if path is not None else None
+            # Every rank reports (a barrier); only rank 0 has a checkpoint to persist. The final
+            # checkpoint carries the test bpd: Ray Train's result holds the latest checkpoint's metrics.
+            checkpoint = None
+            if path is not None:
+                if metrics.get("step") == cfg.train.steps:
+                    metrics = {**metrics, **test_metrics(path)}
+                checkpoint = ray.train.Checkpoint.from_directory(str(path.parent))
             ray.train.report(metrics, checkpoint=checkpoint)
+
+        def test_metrics(path: Path) -> dict:
+            """Negative ELBO (bpd) of the EMA weights on the test split, logged to MLflow as well."""
+            test = load_parquet_split(loop_config["data_uri"], "test")
+            images = test.images[: cfg.eval.max_images or None]
+            ema = load_model(path, ema=True, map_location=device)
+            est = estimate_nelbo(ema, images, cfg.eval.samples_per_image, cfg.eval.batch_size, seed=cfg.train.seed)
+            found = {"test_bpd": est.mean, "test_bpd_stderr": est.stderr, "test_images": est.n}
+            to_mlflow(found, cfg.train.steps)
+            return found
 
         resume_from = None
         previous = ray.train.get_checkpoint()
         if previous is not None:
             previous.to_directory(str(Path(scratch) / "resume"))
             resume_from = Path(scratch) / "resume" / CHECKPOINT_FILE
-        result = train(
+        train(
             model, shard.images, cfg.train, device=device, checkpoint_path=local / CHECKPOINT_FILE,
             resume_from=resume_from, rank=rank, wrap=wrap, on_log=on_log, on_checkpoint=on_checkpoint,
             extra={"data": cfg.data.spec, "data_uri": loop_config["data_uri"], "world_size": world},
             progress=False,
         )
-    final = {"step": result.step}  # no "done" key: Tune reads it as "stop this trial now"
-    if rank == 0:
-        test = load_parquet_split(loop_config["data_uri"], "test")
-        images = test.images[: cfg.eval.max_images or None]
-        est = estimate_nelbo(result.ema, images, cfg.eval.samples_per_image, cfg.eval.batch_size, seed=cfg.train.seed)
-        final.update(test_bpd=est.mean, test_bpd_stderr=est.stderr, test_images=est.n)
-        to_mlflow({k: v for k, v in final.items() if k.startswith("test_")}, result.step)
-    ray.train.report(final)

@@ -43,9 +43,11 @@ def _runs(uri: str, experiment: str):
     return client, parents, children
 
 
-def test_tiny_sweep_tracks_parent_and_nested_runs(ray_cluster, mlflow_server, tmp_path):
+def test_tiny_sweep_tracks_parent_and_nested_runs(ray_cluster, mlflow_server, tmp_path, capsys):
     path = _write(tmp_path, "tiny-sweep", TINY, mlflow_server)
     assert main(["sweep", str(path)]) == 0
+    summary = capsys.readouterr().out
+    assert summary.count(" bpd") == 2 and "unfinished" not in summary and mlflow_server in summary
     client, parents, children = _runs(mlflow_server, "tiny-sweep")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert parents[0].data.metrics["trials"] == 2 and parents[0].data.metrics["trials_failed"] == 0
