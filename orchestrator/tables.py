@@ -1,0 +1,84 @@
+"""Per-step likelihood tables computed on Ray: step ranges as retried tasks, merged into one table.
+
+Each range is a Ray task (one GPU where the cluster has GPUs, else CPUs) that loads the
+checkpoint's EMA weights and the held-out split, estimates its steps (ardm.tables), and writes
+`<out>/parts/steps-<lo>-<hi>.parquet` atomically. A lost task is retried by Ray; a range whose
+part already exists is not recomputed, so a resumed post-processing run continues where it
+stopped. Ranges are aligned to multiples of steps_per_call, so the merged table is bit-identical
+to a one-pass computation with the same seed.
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+import pyarrow.fs as pafs
+import ray
+
+from ardm.checkpoint import load_model
+from ardm.data import load_parquet_split
+from ardm.storage import filesystem
+from ardm.tables import StepTable, estimate_step_table
+
+
+def step_ranges(num_steps: int, num_ranges: int, steps_per_call: int) -> list[range]:
+    """Split 0..num_steps-1 into at most num_ranges contiguous ranges aligned to steps_per_call."""
+    blocks = -(-num_steps // steps_per_call)
+    per_range = -(-blocks // max(1, num_ranges))
+    edges = list(range(0, blocks, per_range)) + [blocks]
+    return [range(a * steps_per_call, min(b * steps_per_call, num_steps)) for a, b in pairwise(edges)]
+
+
+def _part_uri(out: str, steps: range) -> str:
+    return f"{out}/parts/steps-{steps.start:06d}-{steps.stop:06d}.parquet"
+
+
+def _exists(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    return fs.get_file_info(path).type == pafs.FileType.File
+
+
+@ray.remote(max_retries=3)
+def _table_range(checkpoint: str, data_uri: str, split: str, steps: range, samples_per_step: int,
+                 steps_per_call: int, seed: int, max_images: int, metadata: dict, out_uri: str) -> str:
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load_model(checkpoint, ema=True, map_location=device)
+    images = load_parquet_split(data_uri, split).images[: max_images or None]
+    part = estimate_step_table(model, images, samples_per_step, steps=steps, steps_per_call=steps_per_call,
+                               seed=seed, metadata=metadata)
+    return part.save(out_uri)
+
+
+def distributed_step_table(
+    checkpoint: str,
+    data_uri: str,
+    out: str,
+    num_steps: int,
+    num_ranges: int,
+    samples_per_step: int = 16,
+    steps_per_call: int = 16,
+    seed: int = 0,
+    split: str = "test",
+    max_images: int = 0,
+    use_gpu: bool = False,
+) -> StepTable:
+    """Estimate every step of a checkpoint's model in `num_ranges` Ray tasks and merge the parts.
+
+    checkpoint: a local path every node can read (shared storage); out: folder (path or URI) for the
+    parts and `step_table.parquet`. num_steps: the model's S*D. Returns the merged table.
+    """
+    metadata = {"data": data_uri, "split": split}
+    task = _table_range.options(num_gpus=1 if use_gpu else 0, num_cpus=1)
+    pending = [
+        task.remote(checkpoint, data_uri, split, steps, samples_per_step, steps_per_call, seed, max_images,
+                    metadata, _part_uri(out, steps))
+        for steps in step_ranges(num_steps, num_ranges, steps_per_call)
+        if not _exists(_part_uri(out, steps))
+    ]
+    ray.get(pending)
+    table = StepTable.merge(StepTable.load(_part_uri(out, steps))
+                            for steps in step_ranges(num_steps, num_ranges, steps_per_call))
+    table.save(f"{out}/step_table.parquet")
+    return table
