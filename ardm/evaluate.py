@@ -43,6 +43,14 @@ class ExactLikelihood:
     bpd: float
 
 
+def _over_images(values: torch.Tensor) -> Estimate:
+    """Estimate from per-(image, draw) values (N, M): mean of the per-image means, stderr across images."""
+    per_image = values.mean(1)
+    n = per_image.shape[0]
+    stderr = per_image.std(unbiased=True).item() / math.sqrt(n) if n > 1 else float("nan")
+    return Estimate(mean=per_image.mean().item(), stderr=stderr, n=n)
+
+
 def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
@@ -85,9 +93,7 @@ def estimate_nelbo(
         out = ardm_loss(model, data[rows[idx].to(device)], ranks, u // core.num_variables, u % core.num_variables)
         per_row[idx] = out.nelbo_bpd.double().cpu()
     model.train(was_training)
-    per_image = per_row.view(n, m).mean(1)
-    stderr = per_image.std(unbiased=True).item() / math.sqrt(n) if n > 1 else float("nan")
-    return Estimate(mean=per_image.mean().item(), stderr=stderr, n=n)
+    return _over_images(per_row.view(n, m))
 
 
 @torch.no_grad()
@@ -168,6 +174,4 @@ def measure_policy(
                 bits -= (log_p * chunk).sum(1).double() / math.log(2)
         per_row[lo : lo + x.shape[0]] = (bits / d).cpu()
     model.train(was_training)
-    per_image = per_row.view(n, m).mean(1)
-    stderr = per_image.std(unbiased=True).item() / math.sqrt(n) if n > 1 else float("nan")
-    return Estimate(mean=per_image.mean().item(), stderr=stderr, n=n)
+    return _over_images(per_row.view(n, m))

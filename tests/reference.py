@@ -13,6 +13,7 @@ import math
 import torch
 from torch import nn
 
+from ardm.checkpoint import save_checkpoint
 from ardm.model import ARDM, ModelSpec
 
 
@@ -137,3 +138,10 @@ def stage_bits(model: ARDM, x: list[int], stage: int, ranks: list[int]) -> float
         pos = ranks.index(t)
         bits -= math.log2(digit_probs_reference(model, shown, mask, stage, t)[pos][(x[pos] // w) % min(b, k)])
     return bits
+
+
+def checkpoint_of(model: ARDM, path) -> object:
+    """Save `model` as a checkpoint whose EMA weights are its own weights (for load_model)."""
+    ema = {f"module.{k}": v for k, v in model.state_dict().items()} | {"n_averaged": torch.tensor(1)}
+    return save_checkpoint({"model_spec": model.spec.to_dict(), "model": model.state_dict(), "ema": ema, "step": 1},
+                           path)

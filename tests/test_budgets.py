@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import torch
 from PIL import Image
 
 from ardm.budgets import budget_curve, budget_policies, predicted_bpd, save_budget_curve
@@ -14,6 +13,8 @@ from ardm.parallel import optimal_policies
 from ardm.sampling import sample
 from ardm.tables import StepTable, estimate_step_table
 from orchestrator.cli import main
+
+from reference import checkpoint_of
 
 BUDGETS = [1, 2, 4, 8, 16, 32, 64]
 
@@ -90,12 +91,9 @@ def test_sampler_takes_dp_policies(trained_digits):
 
 
 def test_budgets_command(trained_digits, tmp_path, capsys):
-    from ardm.checkpoint import save_checkpoint
 
     model, _ = trained_digits
-    ema = {f"module.{k}": v for k, v in model.state_dict().items()} | {"n_averaged": torch.tensor(1)}
-    ckpt = save_checkpoint({"model_spec": model.spec.to_dict(), "model": model.state_dict(), "ema": ema,
-                            "step": 1}, tmp_path / "c.pt")
+    ckpt = checkpoint_of(model, tmp_path / "c.pt")
     args = ["budgets", "--checkpoint", str(ckpt), "--data", "digits", "--max-images", "30", "--budgets", "2,8,64",
             "--samples-per-step", "2", "--samples", "4", "--out", str(tmp_path / "out")]
     assert main(args) == 0

@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
-import torch
 
-from ardm.checkpoint import save_checkpoint
 from ardm.data import convert_dataset
 from orchestrator.tables import distributed_step_table, step_ranges
+
+from reference import checkpoint_of
 
 pytestmark = pytest.mark.slow
 
@@ -20,9 +20,7 @@ def test_step_ranges_cover_every_step_on_call_boundaries():
 
 def test_one_range_and_four_ranges_agree_exactly(ray_cluster, trained_digits, tmp_path):
     model, _ = trained_digits
-    ema = {f"module.{k}": v for k, v in model.state_dict().items()} | {"n_averaged": torch.tensor(1)}
-    ckpt = save_checkpoint({"model_spec": model.spec.to_dict(), "model": model.state_dict(), "ema": ema,
-                            "step": 1}, tmp_path / "c.pt")
+    ckpt = checkpoint_of(model, tmp_path / "c.pt")
     data = str(tmp_path / "data")
     convert_dataset("digits", data, 1000)
     kwargs = {"num_steps": model.num_steps, "samples_per_step": 3, "steps_per_call": 8, "seed": 5, "max_images": 60}
