@@ -1,0 +1,280 @@
+"""Lossless compression: bit-exact rANS round trips, sizes against the model's NLL, the container's
+errors, the order search, and the compress / decompress commands."""
+
+import argparse
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ardm.checkpoint import CheckpointError
+from ardm.compression import (
+    CompressionError,
+    budget_policy,
+    choose_order,
+    compress,
+    compressed_bpd,
+    decompress,
+    fixed_orders,
+    policy_nll_bits,
+    read_container,
+    write_container,
+)
+from ardm.compression.coder import FAMILY, AnsCoder, deterministic_torch, known_chunks
+from ardm.config import ConfigError
+from ardm.data import DataError, load_dataset
+from ardm.model import ModelSpec, build_ardm
+from ardm.networks import get_preset
+from orchestrator.compress_cli import add_compress_parsers
+
+from reference import checkpoint_of, tiny_ardm
+
+# (K, b, parameterization, shape): OA; upscale with K a power of b; upscale with impossible digits.
+MODELS = [(16, 16, "data", (1, 2, 3)), (16, 2, "data", (1, 2, 3)), (10, 3, "direct", (1, 2, 2)),
+          (10, 3, "data", (2, 1, 2))]
+
+
+def reference_bits(model, images: np.ndarray, order_seed: int, policy) -> np.ndarray:
+    """-log2 p(image) (N,) under the codec's orders and a policy, from the model's float32 log-probs:
+    per chunk one call on the true images, summed over the chunk's variables (no coder code involved)."""
+    ranks = torch.from_numpy(fixed_orders(order_seed, model.num_stages, model.num_variables))
+    x = torch.tensor(images, dtype=torch.long)
+    n, d = len(images), model.num_variables
+    bits = torch.zeros(n, dtype=torch.float64)
+    with torch.no_grad():
+        for j, starts in enumerate(policy):
+            stage = torch.full((n,), j)
+            digits = model.upscaler.digit(x, j).flatten(1)
+            for a, b in zip(starts, [*starts[1:], d], strict=True):
+                t = torch.full((n,), a)
+                x_shown, mask = model.step_inputs(x, ranks[j].expand(n, d), stage, t)
+                log_p = model(x_shown, mask, stage, t).flatten(1, 3)
+                chunk = ((ranks[j] >= a) & (ranks[j] < b)).nonzero().flatten()
+                picked = log_p[:, chunk].gather(-1, digits[:, chunk, None])[..., 0]
+                bits -= picked.double().sum(1) / math.log(2)
+    return bits.numpy()
+
+
+def check_round_trip(model, images, policy, seed, batch_size):
+    result = compress(model, images, policy, seed, batch_size=batch_size)
+    assert np.array_equal(decompress(model, result.data), images)
+    nll = reference_bits(model, images, seed, policy)
+    assert result.nll_bits == pytest.approx(nll, rel=1e-4, abs=1e-3)
+    # Sizes track the NLL; constriction's floor of 2^-24 per symbol may even undercut it.
+    assert np.all(result.image_bits <= 1.01 * nll + 64), (result.image_bits, nll)
+    assert result.header.budget == sum(len(p) for p in policy)
+    return result
+
+
+@pytest.mark.parametrize(("k", "b", "param", "shape"), MODELS)
+def test_round_trips_tiny_models(k, b, param, shape):
+    model = tiny_ardm(k, b, param, shape=shape)
+    s, d = model.num_stages, model.num_variables
+    images = np.random.default_rng(k + b).integers(0, k, (13, *shape)).astype(np.uint8)
+    table = np.random.default_rng(1).uniform(0.1, 3.0, (s, d))
+    for budget in sorted({s, 2 * s, s * d - 1, s * d}):
+        for name in ("naive", "optimal"):
+            check_round_trip(model, images, budget_policy(budget, s, d, name, table), seed=budget, batch_size=5)
+
+
+def test_upscale_models_code_impossible_digits_with_probability_zero():
+    model = tiny_ardm(10, 3, "data", shape=(1, 2, 2))
+    x = torch.tensor([[[[9, 4], [0, 7]]]])
+    orders = torch.from_numpy(fixed_orders(0, model.num_stages, model.num_variables))
+    probs = np.concatenate([p[0] for p, _ in known_chunks(model, x, orders, [[0]] * model.num_stages)])
+    assert (probs == 0).any() and np.allclose(probs.sum(1), 1)
+    # constriction never quantises a symbol to zero frequency: even a probability-0 symbol codes.
+    coder = AnsCoder()
+    coder.encode_reverse(np.array([2], dtype=np.int32), FAMILY, np.array([[0.5, 0.5, 0.0]]))
+    assert AnsCoder(coder.get_compressed()).decode(FAMILY, np.array([[0.5, 0.5, 0.0]]))[0] == 2
+
+
+def unet_model(shape, k: int, b: int, seed: int = 0):
+    """An untrained cpu-tiny U-Net ARDM whose zero-initialised layers (residual branches, head) are
+    made random, so that its distributions are far from uniform."""
+    spec = ModelSpec(shape=shape, num_classes=k, branching=b, parameterization="data",
+                     network=get_preset("cpu-tiny").to_dict())
+    torch.manual_seed(seed)
+    model = build_ardm(spec)
+    with torch.no_grad():
+        for p in model.parameters():
+            if not p.any():
+                p.normal_(0, 0.2)
+    return model.eval()
+
+
+def test_round_trips_unet_models(trained_digits):
+    oa, test_images = trained_digits
+    upscale = unet_model((1, 4, 4), 17, 4)  # S = 3 stages, with impossible digits (K = 17 < 4^3)
+    rng = np.random.default_rng(0)
+    for model, images, budgets in ((oa, test_images[:6], [1, 8, 64]),
+                                   (upscale, rng.integers(0, 17, (6, 1, 4, 4)).astype(np.uint8), [3, 12, 48])):
+        s, d = model.num_stages, model.num_variables
+        table = np.tile(np.linspace(4, 0.5, d), (s, 1))
+        for budget in budgets:
+            check_round_trip(model, images, budget_policy(budget, s, d, "optimal", table), seed=7, batch_size=3)
+
+
+def test_compressed_bpd_and_order_choice(trained_digits):
+    model, images = trained_digits
+    train = load_dataset("digits", "train").images[:32]
+    policy = budget_policy(8, 1, 64, "naive")
+    choice = choose_order(model, train, policy, num_orders=3)
+    assert set(choice.bpd) == {0, 1, 2} and choice.bpd[choice.seed] == min(choice.bpd.values())
+    assert choice.bpd[1] == pytest.approx(policy_nll_bits(model, train, policy, 1).mean() / 64)
+    bpd, bits = compressed_bpd(model, images[:20], policy, choice.seed)
+    result = compress(model, images[:20], policy, choice.seed)
+    assert np.array_equal(bits, result.image_bits) and bpd == pytest.approx(bits.mean() / 64)
+    assert np.array_equal(decompress(model, result.data), images[:20])
+    assert result.file_bpd > bpd  # the header is extra
+
+
+def test_fixed_orders_are_seeded_permutations():
+    a, b = fixed_orders(3, 2, 50), fixed_orders(4, 2, 50)
+    assert np.array_equal(a, fixed_orders(3, 2, 50)) and not np.array_equal(a, b)
+    assert all(np.array_equal(np.sort(row), np.arange(50)) for row in a) and not np.array_equal(a[0], a[1])
+
+
+def test_budget_policy():
+    assert budget_policy(3, 3, 5, "naive") == [[0], [0], [0]]
+    assert budget_policy(15, 3, 5, "naive") == [list(range(5))] * 3
+    table = np.tile(np.linspace(3, 1, 5), (3, 1))
+    assert [len(p) for p in budget_policy(7, 3, 5, "optimal", table)] == [3, 2, 2]
+    for bad in ((2, "naive", None), (16, "naive", None), (6, "optimal", None), (6, "fancy", table)):
+        with pytest.raises(ValueError):
+            budget_policy(bad[0], 3, 5, bad[1], bad[2])
+
+
+def test_deterministic_torch_restores_settings():
+    threads = torch.get_num_threads()
+    with deterministic_torch(1):
+        assert torch.are_deterministic_algorithms_enabled() and torch.get_num_threads() == 1
+    assert not torch.are_deterministic_algorithms_enabled() and torch.get_num_threads() == threads
+
+
+@pytest.fixture(scope="module")
+def coded():
+    model = tiny_ardm(10, 3, "data", shape=(1, 2, 2))
+    images = np.random.default_rng(0).integers(0, 10, (6, 1, 2, 2)).astype(np.uint8)
+    return model, images, compress(model, images, budget_policy(6, 3, 4, "naive"), order_seed=2, batch_size=4)
+
+
+def test_wrong_model_is_refused(coded):
+    _, _, result = coded
+    with pytest.raises(CompressionError, match="compressed with model"):
+        decompress(tiny_ardm(10, 3, "data", shape=(1, 2, 2), seed=1), result.data)
+
+
+def test_truncated_and_corrupted_files_are_refused(coded):
+    model, _, result = coded
+    data = result.data
+    for cut in (0, 5, 8, 13, 20, len(data) - 5, len(data) - 1):
+        with pytest.raises(CompressionError, match="truncated"):
+            decompress(model, data[:cut])
+    with pytest.raises(CompressionError, match="trailing"):
+        decompress(model, data + b"\0")
+    for position in (20, len(data) - 12, len(data) - 2):  # header, payload, checksum
+        corrupted = bytearray(data)
+        corrupted[position] ^= 0x10
+        with pytest.raises(CompressionError, match="corrupted"):
+            decompress(model, bytes(corrupted))
+    with pytest.raises(CompressionError, match="signature"):
+        decompress(model, b"GIF89a" + data[6:])
+    with pytest.raises(CompressionError, match="version"):
+        decompress(model, data[:8] + b"\x02\x00" + data[10:])
+
+
+def test_consistent_but_wrong_contents_never_decode_to_wrong_pixels(coded):
+    """Files with a valid CRC that still lie (another order, altered words): an error, not pixels."""
+    model, _, result = coded
+    header, streams = read_container(result.data)
+    altered = [s.copy() for s in streams]
+    altered[0][0] ^= 1 << 7
+    for lie in (write_container(dataclasses.replace(header, order_seed=5), streams),
+                write_container(header, altered),
+                write_container(dataclasses.replace(header, image_digest="0" * 16), streams)):
+        with pytest.raises(CompressionError):
+            decompress(model, lie)
+
+
+def test_images_that_do_not_fit_the_model_are_refused(coded):
+    model, images, _ = coded
+    policy = budget_policy(3, 3, 4, "naive")
+    with pytest.raises(CompressionError, match="shape"):
+        compress(model, images[:, :, :1], policy, 0)
+    with pytest.raises(CompressionError, match="0..9"):
+        compress(model, images + 10, policy, 0)
+
+
+def run(*argv: str) -> None:
+    parser = argparse.ArgumentParser(prog="ardm")
+    add_compress_parsers(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    args.func(args)
+
+
+@pytest.fixture(scope="module")
+def rgb_checkpoint(tmp_path_factory):
+    """A tiny K=256 model of 3x2x2 RGB images, as a checkpoint file."""
+    path = tmp_path_factory.mktemp("rgb") / "model.pt"
+    checkpoint_of(unet_model((3, 2, 2), 256, 256), path)
+    return path
+
+
+def test_cli_png_round_trip(rgb_checkpoint, tmp_path, capsys):
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 2, 3)).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "in.png")
+    run("compress", "--checkpoint", str(rgb_checkpoint), "--budget", "4", "--policy", "naive", "--order-seed", "1",
+        str(tmp_path / "in.png"), str(tmp_path / "c.ardm"))
+    assert "bpd" in capsys.readouterr().out
+    run("decompress", "--checkpoint", str(rgb_checkpoint), str(tmp_path / "c.ardm"), str(tmp_path / "out.png"))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), pixels)
+    assert "bit-exactly" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("shape", [(2, 2, 3), (3, 2, 2), (5, 2, 2, 3), (5, 3, 2, 2)])
+def test_cli_npy_round_trip_keeps_the_layout(rgb_checkpoint, tmp_path, shape):
+    array = np.random.default_rng(1).integers(0, 256, shape).astype(np.uint8)
+    np.save(tmp_path / "in.npy", array)
+    run("compress", "--checkpoint", str(rgb_checkpoint), "--budget", "12", "--policy", "naive", "--order-seed", "0",
+        str(tmp_path / "in.npy"), str(tmp_path / "c.ardm"))
+    run("decompress", "--checkpoint", str(rgb_checkpoint), str(tmp_path / "c.ardm"), str(tmp_path / "out.npy"))
+    assert np.array_equal(np.load(tmp_path / "out.npy"), array)
+
+
+def test_cli_dataset_split_with_order_search_and_optimal_policy(trained_digits, tmp_path, capsys):
+    model, _ = trained_digits
+    checkpoint_of(model, tmp_path / "digits.pt")
+    ckpt = str(tmp_path / "digits.pt")
+    run("compress", "--checkpoint", ckpt, "--budget", "8", "--data", "digits", "--orders", "2", "--order-images", "16",
+        "--table-images", "32", "--samples-per-step", "2", "digits", str(tmp_path / "digits.ardm"))
+    out = capsys.readouterr().out
+    assert "order search" in out and "180 image(s)" in out
+    run("decompress", "--checkpoint", ckpt, str(tmp_path / "digits.ardm"), str(tmp_path / "digits.npy"))
+    assert np.array_equal(np.load(tmp_path / "digits.npy"), load_dataset("digits", "test").images)
+
+
+def test_cli_errors(rgb_checkpoint, tmp_path):
+    ckpt = str(rgb_checkpoint)
+    np.save(tmp_path / "in.npy", np.zeros((3, 2, 2), dtype=np.uint8))
+    with pytest.raises(ConfigError, match="--budget"):
+        run("compress", "--checkpoint", ckpt, "--budget", "13", "--policy", "naive", "--order-seed", "0",
+            str(tmp_path / "in.npy"), str(tmp_path / "c.ardm"))
+    with pytest.raises(DataError, match="no such file"):
+        run("compress", "--checkpoint", ckpt, "--budget", "2", str(tmp_path / "missing.png"), str(tmp_path / "c"))
+    with pytest.raises(ConfigError, match="--data"):
+        run("compress", "--checkpoint", ckpt, "--budget", "2", str(tmp_path / "in.npy"), str(tmp_path / "c.ardm"))
+    with pytest.raises(CheckpointError):
+        run("decompress", "--checkpoint", str(tmp_path / "nope.pt"), str(tmp_path / "c.ardm"), str(tmp_path / "o.npy"))
+    run("compress", "--checkpoint", ckpt, "--budget", "2", "--policy", "naive", "--order-seed", "0",
+        str(tmp_path / "in.npy"), str(tmp_path / "c.ardm"))
+    (tmp_path / "cut.ardm").write_bytes((tmp_path / "c.ardm").read_bytes()[:-3])
+    with pytest.raises(CompressionError, match=r"cut\.ardm: truncated"):
+        run("decompress", "--checkpoint", ckpt, str(tmp_path / "cut.ardm"), str(tmp_path / "o.npy"))
+    other = tmp_path / "other.pt"
+    checkpoint_of(unet_model((3, 2, 2), 256, 256, seed=3), other)
+    with pytest.raises(CompressionError, match="compressed with model"):
+        run("decompress", "--checkpoint", str(other), str(tmp_path / "c.ardm"), str(tmp_path / "o.npy"))
