@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Without a GPU, pin torch to the CPU wheel; with one, let pip take the CUDA build.
 TORCH_CONSTRAINT := $(if $(shell command -v nvidia-smi 2>/dev/null),,-c constraints/cpu.txt)
 
-.PHONY: install demo test lint bench
+.PHONY: install demo test lint bench browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,10 +25,16 @@ demo: install
 lint: install
 	$(BIN)/ruff check .
 
-test: lint
+# The HTML report test renders in headless Chromium: Debian's package, installed once (as root).
+browser:
+	@command -v chromium >/dev/null || apt-get install -y -q chromium >/dev/null \
+		|| (apt-get update -q && apt-get install -y -q chromium >/dev/null)
+
+test: lint browser
 	$(BIN)/python -m pytest -q
 
 bench: install
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/dp_speed.py
 	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/compression.py

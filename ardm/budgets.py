@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from torch import nn
 
-from ardm.evaluate import measure_policy
+from ardm.evaluate import Estimate, measure_policy
 from ardm.parallel import joint_allocation, naive_policy, optimal_policies
 from ardm.tables import StepTable
 
@@ -113,18 +113,27 @@ def budget_curve(
     progress: bool = False,
 ) -> BudgetCurve:
     """Predicted and measured bpd of every policy for every budget on uint8 images (N, C, H, W)."""
-    step_nll = table.matrix("nll_bits")
-    policies = budget_policies(step_nll, sorted(set(budgets)), sort_decreasing)
-    rows = []
-    for (budget, name), policy in policies.items():
-        pred, pred_se = predicted_bpd(table, policy, sort_decreasing)
-        measured = measure_policy(model, images, policy, orders_per_image, batch_size, seed, progress)
-        rows.append({
-            "budget": budget, "policy": name, "calls": sum(len(p) for p in policy),
-            "calls_per_stage": ",".join(str(len(p)) for p in policy), "predicted_bpd": pred,
-            "predicted_stderr": pred_se, "measured_bpd": measured.mean, "measured_stderr": measured.stderr,
-        })
+    policies = budget_policies(table.matrix("nll_bits"), sorted(set(budgets)), sort_decreasing)
+    rows = [
+        curve_row(table, budget, name, policy,
+                  measure_policy(model, images, policy, orders_per_image, batch_size, seed, progress),
+                  sort_decreasing)
+        for (budget, name), policy in policies.items()
+    ]
     return BudgetCurve(rows=rows, policies=policies, full_elbo=table.full_elbo_bpd())
+
+
+def curve_row(
+    table: StepTable, budget: int, name: str, policy: Sequence[Sequence[int]], measured: Estimate,
+    sort_decreasing: bool = True,
+) -> dict:
+    """One row of a budget curve (keys: COLUMNS): the policy's predicted cost and its measured bpd."""
+    pred, pred_se = predicted_bpd(table, policy, sort_decreasing)
+    return {
+        "budget": budget, "policy": name, "calls": sum(len(p) for p in policy),
+        "calls_per_stage": ",".join(str(len(p)) for p in policy), "predicted_bpd": pred,
+        "predicted_stderr": pred_se, "measured_bpd": measured.mean, "measured_stderr": measured.stderr,
+    }
 
 
 def save_budget_curve(curve: BudgetCurve, out_dir: str | Path, title: str = "") -> dict[str, Path]:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
+import uuid
 from pathlib import Path
 
+import pyarrow.fs as pafs
 import torch
 
 from ardm.model import ARDM, ModelSpec, build_ardm
+from ardm.storage import filesystem
 
 FORMAT = "ardm-checkpoint"
 VERSION = 1
@@ -25,26 +28,36 @@ def save_checkpoint(payload: dict, path: str | Path) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # A unique dot-name opened exclusively ("x"), not tempfile.mkstemp: mkstemp's files are private
+    # (mode 0600) and the rename would keep that, hiding checkpoints on shared storage from other users.
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     try:
-        with os.fdopen(fd, "wb") as f:
+        with tmp.open("xb") as f:
             torch.save({"format": FORMAT, "version": VERSION, **payload}, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Read a checkpoint written by `save_checkpoint`; CheckpointError names the file and problem."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint file not found")
+    """Read a checkpoint written by `save_checkpoint` from a local path or a URI (s3://, ...);
+    CheckpointError names the file and problem."""
+    source: Path | io.BytesIO
+    if "://" in str(path):  # sweep storage on an object store
+        fs, inner = filesystem(str(path), CheckpointError)
+        if fs.get_file_info(inner).type != pafs.FileType.File:
+            raise CheckpointError(f"{path}: checkpoint file not found")
+        source = io.BytesIO(fs.open_input_file(inner).read())
+    else:
+        path = source = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"{path}: checkpoint file not found")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        payload = torch.load(source, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for truncated or foreign files
         reason = f"{type(err).__name__}: {err}".splitlines()[0]
         raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from err
@@ -61,6 +74,15 @@ def check_same_model(payload: dict, spec: ModelSpec, path: str | Path) -> None:
     for key, value in spec.to_dict().items():
         if _plain(saved.get(key)) != _plain(value):
             raise CheckpointError(f"{path}: checkpoint is for another model ({key}: {saved.get(key)!r} != {value!r})")
+
+
+def check_data_fits(spec: ModelSpec, shape: tuple[int, ...], num_classes: int, data: str) -> None:
+    """Refuse data whose image shape (C, H, W) or number of classes K differs from the model's."""
+    if tuple(shape) != tuple(spec.shape) or num_classes != spec.num_classes:
+        raise CheckpointError(
+            f"{data}: images are {'x'.join(map(str, shape))} with K={num_classes}, the checkpoint's model is for "
+            f"{'x'.join(map(str, spec.shape))} with K={spec.num_classes}"
+        )
 
 
 def _plain(value: object) -> object:

@@ -172,15 +172,33 @@ def apply_override(data: dict, assignment: str) -> None:
     node[leaf] = yaml.safe_load(raw)
 
 
+def read_yaml(path: Path) -> Any:
+    """The parsed YAML document in `path`; ConfigError "FILE: ..." if it cannot be read or parsed."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as err:
+        raise ConfigError(f"{path}: file not found") from err
+    except IsADirectoryError as err:
+        raise ConfigError(f"{path}: is a directory, not a YAML file") from err
+    except UnicodeDecodeError as err:  # a binary file, e.g. a checkpoint passed by mistake
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {err.start}: {err.reason})") from err
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot be read ({err.strerror or err})") from err
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as err:  # the usual case: name where it went wrong
+        mark = err.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = err.problem or err.context or "cannot be parsed"
+        raise ConfigError(f"{path}: not valid YAML ({where}{problem})") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from err
+
+
 def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     """Read a YAML run config, apply `--set` overrides, validate; ConfigError names FILE: FIELD."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError as err:
-        raise ConfigError(f"{path}: file not found") from err
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from err
+    data = read_yaml(path)
     data = data if data is not None else {}
     try:
         for assignment in overrides:

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from ardm.checkpoint import check_same_model, load_checkpoint
 from ardm.config import ModelConfig, RunConfig
 from ardm.data import load_dataset
 from ardm.evaluate import estimate_nelbo
@@ -37,14 +38,16 @@ def run_training(config: RunConfig, resume: bool = True, device: str | None = No
     """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     out = Path(config.output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     train_set, test_set = load_dataset(config.data, "train"), load_dataset(config.data, "test")
     spec = model_spec(config.model, train_set.shape, train_set.num_classes)
-    torch.manual_seed(config.train.seed)  # initial weights
-    model = build_ardm(spec)
     checkpoint = out / "checkpoint.pt"
     resume_from = checkpoint if resume and checkpoint.exists() else None
+    if resume_from is not None:  # refuse another model's run before writing anything into its folder
+        check_same_model(load_checkpoint(resume_from), spec, resume_from)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    torch.manual_seed(config.train.seed)  # initial weights
+    model = build_ardm(spec)
     log = (out / "train_log.jsonl").open("a")
     started = time.perf_counter()
     try:

@@ -50,14 +50,17 @@ class TrainConfig:
         for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        # math.isfinite as well: YAML reads .inf and .nan as floats, and either ruins the first step.
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            raise ValueError(f"learning_rate must be a finite number > 0, got {self.learning_rate}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0, got {self.grad_clip}")
-        if self.ce_weight < 0:
-            raise ValueError(f"ce_weight must be >= 0, got {self.ce_weight}")
+        if not (self.ce_weight >= 0 and math.isfinite(self.ce_weight)):
+            raise ValueError(f"ce_weight must be a finite number >= 0, got {self.ce_weight}")
+        if self.seed < 0:  # numpy's SeedSequence refuses negative seeds, but only at the first step
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -160,39 +163,41 @@ def train(
     net.train()
     window_bpd, window_start = [], time.perf_counter()
     bar = tqdm(total=config.steps, initial=step, desc="train", disable=not progress or rank != 0, mininterval=1.0)
-    while step < config.steps:
-        seed = step_seed(config.seed, rank, step)
-        torch.manual_seed(seed)  # dropout
-        generator = torch.Generator().manual_seed(seed)
-        x = data[batches.indices(step)].to(device, non_blocking=True).long()
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-            out = training_loss(net, x, generator, config.ce_weight, config.stratified)
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip).item()
-        loss = out.loss.item()
-        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-            kept = checkpoint_path if checkpoint_path and Path(checkpoint_path).exists() else "none"
-            raise NonFiniteLossError(
-                f"non-finite training loss at step {step + 1} (loss={loss}, grad_norm={grad_norm}); "
-                f"last good checkpoint: {kept}"
-            )
-        optimizer.step()
-        ema.update_parameters(model)
-        step += 1
-        bar.update(1)
-        window_bpd.append(out.nelbo_bpd.mean().item())
-        if step % config.log_every == 0 or step == config.steps:
-            elapsed = time.perf_counter() - window_start
-            metrics = {
-                "step": step, "loss": loss, "train_bpd": float(np.mean(window_bpd)), "grad_norm": grad_norm,
-                "images_per_sec": len(window_bpd) * config.batch_size / elapsed,
-            }
-            bar.set_postfix(bpd=f"{metrics['train_bpd']:.3f}")
-            if on_log is not None:
-                on_log(metrics)
-            window_bpd, window_start = [], time.perf_counter()
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            write_checkpoint(metrics)
-    bar.close()
+    try:
+        while step < config.steps:
+            seed = step_seed(config.seed, rank, step)
+            torch.manual_seed(seed)  # dropout
+            generator = torch.Generator().manual_seed(seed)
+            x = data[batches.indices(step)].to(device, non_blocking=True).long()
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                out = training_loss(net, x, generator, config.ce_weight, config.stratified)
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip).item()
+            loss = out.loss.item()
+            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                kept = checkpoint_path if checkpoint_path and Path(checkpoint_path).exists() else "none"
+                raise NonFiniteLossError(
+                    f"non-finite training loss at step {step + 1} (loss={loss}, grad_norm={grad_norm}); "
+                    f"last good checkpoint: {kept}"
+                )
+            optimizer.step()
+            ema.update_parameters(model)
+            step += 1
+            bar.update(1)
+            window_bpd.append(out.nelbo_bpd.mean().item())
+            if step % config.log_every == 0 or step == config.steps:
+                elapsed = time.perf_counter() - window_start
+                metrics = {
+                    "step": step, "loss": loss, "train_bpd": float(np.mean(window_bpd)), "grad_norm": grad_norm,
+                    "images_per_sec": len(window_bpd) * config.batch_size / elapsed,
+                }
+                bar.set_postfix(bpd=f"{metrics['train_bpd']:.3f}")
+                if on_log is not None:
+                    on_log(metrics)
+                window_bpd, window_start = [], time.perf_counter()
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                write_checkpoint(metrics)
+    finally:  # a NaN stop's message must not be glued to the bar's line
+        bar.close()
     return TrainResult(model=model, ema=ema.module, step=step, metrics=metrics)

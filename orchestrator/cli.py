@@ -7,24 +7,29 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ardm.budgets import budget_curve, check_budgets, save_budget_curve
-from ardm.checkpoint import CheckpointError, load_model
-from ardm.config import ConfigError, load_config
+from ardm.checkpoint import CheckpointError, check_data_fits, load_model
+from ardm.compression import CompressionError
+from ardm.config import ConfigError, build, load_config
 from ardm.data import DataError, convert_dataset, load_dataset
 from ardm.evaluate import estimate_nelbo
 from ardm.images import save_grid
+from ardm.model import ARDM
 from ardm.run import run_training
 from ardm.sampling import sample
 from ardm.tables import estimate_step_table
 from ardm.train import NonFiniteLossError
-from orchestrator.config import load_sweep, trial_label
+from orchestrator.compress_cli import add_compress_parsers
+from orchestrator.config import PostprocessSection, check_budgets_fit, check_data, load_sweep, trial_label
 from orchestrator.launcher import add_install_launcher_arguments, run_install_launcher
 from orchestrator.submit import add_submit_arguments, run_submit
-from orchestrator.tracking import TrackingError
+from orchestrator.sync import add_sync_arguments, run_sync
+from orchestrator.tracking import SweepTracker, TrackingError, check_tracking, default_tracking_uri
 
-BAD_INPUT = (ConfigError, DataError, CheckpointError, TrackingError)
+BAD_INPUT = (ConfigError, DataError, CheckpointError, TrackingError, CompressionError)
 
 
 def _int_list(text: str) -> list[int]:
@@ -49,10 +54,16 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"  checkpoint: {m['checkpoint']}" + (f"\n  samples:    {m['samples']}" if "samples" in m else ""))
 
 
+def _held_out(model: ARDM, spec: str, split: str, max_images: int) -> np.ndarray:
+    """The first `max_images` (0: all) images of a split, checked against the model's shape and K."""
+    data = load_dataset(spec, split)
+    check_data_fits(model.spec, data.shape, data.num_classes, spec)
+    return data.images[: max_images or None]
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     model = load_model(args.checkpoint, map_location=_device(args.device))
-    data = load_dataset(args.data, args.split)
-    images = data.images[: args.max_images or None]
+    images = _held_out(model, args.data, args.split, args.max_images)
     est = estimate_nelbo(model, images, args.samples_per_image, args.batch_size, seed=args.seed, progress=True)
     print(f"{args.data} {args.split}: negative ELBO {est} bpd over {est.n} images")
 
@@ -65,17 +76,16 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 def cmd_budgets(args: argparse.Namespace) -> None:
     model = load_model(args.checkpoint, map_location=_device(args.device))
-    data = load_dataset(args.data, args.split)
-    images = data.images[: args.max_images or None]
-    out = Path(args.out)
-    table = estimate_step_table(model, images, args.samples_per_step, seed=args.seed, progress=True,
-                                metadata={"data": args.data, "split": args.split})
-    table.save(str(out / "step_table.parquet"))
+    images = _held_out(model, args.data, args.split, args.max_images)
     budgets = args.budgets or [model.num_steps]
     try:
         check_budgets(budgets, model.num_stages, model.num_variables)
     except ValueError as err:
         raise ConfigError(f"--budgets: {err}") from err
+    out = Path(args.out)
+    table = estimate_step_table(model, images, args.samples_per_step, seed=args.seed, progress=True,
+                                metadata={"data": args.data, "split": args.split})
+    table.save(str(out / "step_table.parquet"))
     curve = budget_curve(model, table, images, budgets, args.orders_per_image, seed=args.seed,
                          sort_decreasing=args.sort, progress=True)
     paths = save_budget_curve(curve, out, title=f"{args.data} {model.upscaler}")
@@ -94,21 +104,24 @@ def cmd_budgets(args: argparse.Namespace) -> None:
 def cmd_sweep(args: argparse.Namespace) -> None:
     sweep = load_sweep(args.file, args.set)
     if args.dry_run:
+        shape, num_classes = check_data(sweep)  # reads the data, so a dry run catches what the driver would
+        check_budgets_fit(sweep, shape, num_classes)
         trials = sweep.trial_dicts()
         print(f"{args.file}: sweep {sweep.base.sweep.name!r}, {len(trials)} trial(s)")
         for trial in trials:
-            values = {p: _get(trial, p) for p in sweep.spaces}
-            print(f"  {trial_label(values)}")
+            print(f"  {trial_label(trial, sweep.spaces)}")
         return
     from orchestrator.sweep import run_sweep, tracking_uri  # Ray is imported only when a sweep really starts
+    from orchestrator.trial import failure_reason
 
-    results = run_sweep(sweep, resume=args.resume)
+    outcome = run_sweep(sweep, resume=args.resume)
+    results = outcome.results
     print(f"\nsweep {sweep.base.sweep.name!r}: {len(results)} trial(s)")
     for result in sorted(results, key=lambda r: r.path):
         m = result.metrics or {}
         name = Path(result.path).name
         if result.error is not None:
-            print(f"  {name:40} FAILED  {str(result.error).splitlines()[0][:80]}")
+            print(f"  {name:40} FAILED  {failure_reason(result.error)[:100]}")
         elif "test_bpd" in m:
             print(f"  {name:40} test {m['test_bpd']:.4f} ± {m['test_bpd_stderr']:.4f} bpd")
         else:
@@ -119,13 +132,60 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         print(f"  open the UI:  mlflow ui --backend-store-uri {uri}   then browse http://127.0.0.1:5000")
     else:
         print(f"  open the UI:  browse {uri}")
+    if outcome.report is not None:
+        print(f"report: {outcome.report.html}")
+    if outcome.interrupted:
+        print(f"interrupted: continue with  ardm sweep {args.file} --resume", file=sys.stderr)
+        return 130  # the shell's code for a run stopped by SIGINT
     return 1 if any(r.error is not None for r in results) else 0
 
 
-def _get(config: dict, path: tuple[str, ...]) -> object:
-    for key in path:
-        config = config[key]
-    return config
+def _budget_list(text: str) -> list[int | str]:
+    try:
+        return [v if v == "full" else int(v) for v in text.split(",") if v]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers or 'full', got {text!r}") from err
+
+
+def cmd_postprocess(args: argparse.Namespace) -> int:
+    from orchestrator.postprocess import find_target, postprocess_checkpoint  # imports Ray
+
+    out = Path(args.out or Path("postprocess", Path(args.run).stem if Path(args.run).exists() else args.run))
+    target = find_target(args.run, args.tracking_uri or default_tracking_uri(), out)
+    data = args.data or target.data
+    if data is None:
+        raise ConfigError(f"{args.run}: the checkpoint does not name its data: give --data")
+    settings = build(PostprocessSection, {
+        "budgets": args.budgets, "table_samples_per_step": args.table_samples_per_step,
+        "table_ranges": args.table_ranges, "orders_per_image": args.orders_per_image,
+        "max_images": args.max_images, "sample_grid": args.sample_grid, "sort_decreasing": args.sort,
+    }, "postprocess")
+    done = postprocess_checkpoint(target.checkpoint, data, str(out), settings, seed=args.seed, use_gpu=args.gpu)
+    print(f"{'budget':>7} {'policy':>14} {'calls':>6} {'predicted':>17} {'measured':>17}")
+    for r in done.curve.rows:
+        print(f"{r['budget']:>7} {r['policy']:>14} {r['calls']:>6} {r['predicted_bpd']:>8.4f} ± "
+              f"{r['predicted_stderr']:.4f} {r['measured_bpd']:>8.4f} ± {r['measured_stderr']:.4f}")
+    elbo, elbo_se = done.curve.full_elbo
+    print(f"full-step ELBO {elbo:.4f} ± {elbo_se:.4f} bpd; wrote {done.folder}")
+    if target.run_id is not None:
+        target.tracker.log_metrics(target.run_id, done.metrics)
+        target.tracker.log_artifact(target.run_id, done.folder, "postprocess")
+        print(f"logged to MLflow run {target.run_id}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from orchestrator.report import build_report, latest_sweep
+
+    uri = args.tracking_uri or default_tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///").split("?")[0]).is_file():
+        raise TrackingError(f"{uri}: no MLflow store there (give --tracking-uri)")
+    check_tracking(uri)
+    tracker = SweepTracker(uri, args.experiment, create=False)
+    parent = args.sweep_run or latest_sweep(tracker)
+    report = build_report(tracker, parent, Path(args.out or Path("reports", args.experiment)), log=not args.no_log)
+    print(f"{len(report.rows)} trial(s); report: {report.html}")
+    return 0
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
@@ -185,6 +245,38 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--resume", action="store_true", help="continue an interrupted sweep from its storage")
     w.add_argument("--dry-run", action="store_true", help="validate and list the trials; start nothing")
     w.set_defaults(func=cmd_sweep)
+
+    pp = sub.add_parser("postprocess", help="step table, DP budgets, measured bpd and sample grids of a finished "
+                        "trial (MLflow run id) or checkpoint, on Ray; logged to the run")
+    pp.add_argument("run", help="a trial's MLflow run id, or a checkpoint path")
+    pp.add_argument("--budgets", type=_budget_list, default=["full"],
+                    help="comma-separated network calls and/or 'full', e.g. 8,20,50,full")
+    pp.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
+    pp.add_argument("--data", help="dataset spec of the held-out data (default: the one the model trained on)")
+    pp.add_argument("--table-samples-per-step", type=int, default=16)
+    pp.add_argument("--table-ranges", type=int, default=4, help="Ray tasks the step table is split into")
+    pp.add_argument("--orders-per-image", type=int, default=1)
+    pp.add_argument("--max-images", type=int, default=0, help="test images used (0: all)")
+    pp.add_argument("--sample-grid", type=int, default=16, help="images per sample grid per budget (0: none)")
+    pp.add_argument("--no-sort", dest="sort", action="store_false", help="DP on the raw table, not sorted decreasing")
+    pp.add_argument("--seed", type=int, default=0)
+    pp.add_argument("--gpu", action="store_true", help="one GPU per Ray task")
+    pp.add_argument("--out", help="output folder (default: postprocess/<run id or checkpoint name>)")
+    pp.set_defaults(func=cmd_postprocess)
+
+    r = sub.add_parser("report", help="the budget-vs-bpd report of a sweep from MLflow (Markdown, HTML, Parquet, PNG)")
+    r.add_argument("experiment", help="MLflow experiment (the sweep's name unless tracking.experiment was set)")
+    r.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
+    r.add_argument("--sweep-run", help="the sweep's parent run id (default: the experiment's latest sweep)")
+    r.add_argument("--out", help="output folder (default: reports/<experiment>)")
+    r.add_argument("--no-log", action="store_true", help="do not log the report to the sweep's MLflow run")
+    r.set_defaults(func=cmd_report)
+
+    add_compress_parsers(sub)
+
+    y = sub.add_parser("sync", help="deliver tracking calls kept in an outbox during an MLflow outage")
+    add_sync_arguments(y)
+    y.set_defaults(func=run_sync)
 
     j = sub.add_parser("submit", help="run a sweep on a Ray cluster as a Ray job (Ray's job submission API)")
     add_submit_arguments(j)

@@ -8,8 +8,9 @@ A sweep file has these sections (see sweeps/*.yaml for complete examples):
     train:       steps, batch_size, learning_rate, ... (ardm.train.TrainConfig)
     eval:        samples_per_image, batch_size, max_images, sample_grid      (ardm.config.EvalConfig)
     resources:   workers_per_trial, cpus_per_worker, gpus_per_worker
-    postprocess: budgets (ints and/or "full"), table_samples_per_step, orders_per_image, max_images,
-                 sort_decreasing
+    postprocess: enabled, budgets (ints and/or "full"), table_samples_per_step, table_ranges,
+                 steps_per_call, orders_per_image, max_images, sample_grid, sort_decreasing,
+                 compression (budgets, max_images, orders, order_images)
     tracking:    uri (default: sqlite:///<cwd>/mlflow.db), experiment (default: the sweep name)
     storage:     path (local, NFS or s3://; default runs/sweeps under the working directory)
     failure:     train_max_failures (worker restarts within a trial), trial_max_failures (Tune retries)
@@ -17,7 +18,9 @@ A sweep file has these sections (see sweeps/*.yaml for complete examples):
 Any field's value may be a search space instead: {grid: [a, b, ...]}, {choice: [a, b, ...]},
 {uniform: [low, high]} or {loguniform: [low, high]}. Every candidate is validated against the
 field's type. `--set a.b=VALUE` overrides a field (or sets a space, e.g. --set 'model.branching={grid: [2, 4]}').
-Errors are ConfigError "FILE: FIELD.PATH: what was expected".
+Errors are ConfigError "FILE: FIELD.PATH: what was expected". What needs the data as well (is it
+there and readable, do the post-processing budgets fit every trial's model) is checked by
+`check_data` and `check_budgets_fit`, on the driver before Ray starts and by `ardm sweep --dry-run`.
 """
 
 from __future__ import annotations
@@ -26,15 +29,15 @@ import copy
 import itertools
 import math
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ardm.config import ConfigError, EvalConfig, ModelConfig, apply_override, build
-from ardm.data import DataError, parse_spec
+from ardm.config import ConfigError, EvalConfig, ModelConfig, apply_override, build, read_yaml
+from ardm.data import DataError, load_dataset, parse_spec
 from ardm.train import TrainConfig
+from ardm.upscale import num_stages_for
 
 SPACE_KINDS = ("grid", "choice", "uniform", "loguniform")
 
@@ -54,6 +57,8 @@ class SweepSection:
             raise ValueError(f"name must be a non-empty string without '/', got {self.name!r}")
         if self.num_samples < 1 or self.max_concurrent_trials < 0:
             raise ValueError("num_samples must be >= 1 and max_concurrent_trials >= 0")
+        if self.seed < 0:  # Tune's searcher seeds numpy, which refuses negative seeds only once trials start
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
 
 
 @dataclass(frozen=True)
@@ -83,7 +88,8 @@ class ResourcesSection:
     def __post_init__(self) -> None:
         if self.workers_per_trial < 1:
             raise ValueError(f"workers_per_trial must be >= 1, got {self.workers_per_trial}")
-        if self.cpus_per_worker <= 0 or self.gpus_per_worker < 0:
+        # Written as `not >` so that .nan (a valid YAML float) is refused too.
+        if not (self.cpus_per_worker > 0 and self.gpus_per_worker >= 0):
             raise ValueError("cpus_per_worker must be > 0 and gpus_per_worker >= 0")
 
     @property
@@ -91,30 +97,77 @@ class ResourcesSection:
         return self.gpus_per_worker > 0
 
 
-@dataclass(frozen=True)
-class PostprocessSection:
-    """Budgets (network calls; "full" is the model's step count S*D) and step-table settings."""
+def _check_budget_values(budgets: tuple, field: str) -> None:
+    for b in budgets:
+        if isinstance(b, str) and b != "full" or isinstance(b, int) and b < 1:
+            raise ValueError(f"{field}: each must be an integer >= 1 or 'full', got {b!r}")
 
-    budgets: tuple[int | str, ...] = ("full",)
-    table_samples_per_step: int = 16
-    orders_per_image: int = 1
-    max_images: int = 0
-    sort_decreasing: bool = True
+
+def _resolve_budgets(budgets: tuple, field: str, num_stages: int, num_steps: int) -> list[int]:
+    """The budgets for one model, "full" replaced by its step count; out of range -> ValueError."""
+    resolved = sorted({num_steps if b == "full" else int(b) for b in budgets})
+    bad = [b for b in resolved if not num_stages <= b <= num_steps]
+    if bad:
+        raise ValueError(f"{field}: {bad} outside {num_stages}..{num_steps} for this model")
+    return resolved
+
+
+@dataclass(frozen=True)
+class CompressionSection:
+    """Lossless compression of the first max_images test images at each budget (network calls;
+    none by default), with the optimal policy and the order chosen as the best of `orders` seeds
+    on `order_images` training images, as the paper does; logged as compressed_bpd_<k>."""
+
+    budgets: tuple[int | str, ...] = ()
+    max_images: int = 16
+    orders: int = 5
+    order_images: int = 64
 
     def __post_init__(self) -> None:
-        for b in self.budgets:
-            if isinstance(b, str) and b != "full" or isinstance(b, int) and b < 1:
-                raise ValueError(f"budgets: each must be an integer >= 1 or 'full', got {b!r}")
+        _check_budget_values(self.budgets, "budgets")
+        if self.max_images < 1 or self.orders < 1 or self.order_images < 1:
+            raise ValueError("max_images, orders and order_images must be >= 1")
+
+
+@dataclass(frozen=True)
+class PostprocessSection:
+    """What runs after a trial's training (orchestrator/postprocess.py), on the test split.
+
+    budgets: network calls per generation ("full" is the model's step count S*D); the step table
+    gets table_samples_per_step (image, order) draws per step, in table_ranges Ray tasks of whole
+    multiples of steps_per_call steps; each policy's bpd is measured with orders_per_image random
+    orders per image on max_images test images (0: all); sample_grid images are drawn per budget
+    (0: no grids); sort_decreasing sorts the table before the DP, as the paper does.
+    """
+
+    enabled: bool = True
+    budgets: tuple[int | str, ...] = ("full",)
+    table_samples_per_step: int = 16
+    table_ranges: int = 4
+    steps_per_call: int = 16
+    orders_per_image: int = 1
+    max_images: int = 0
+    sample_grid: int = 16
+    sort_decreasing: bool = True
+    compression: CompressionSection = field(default_factory=CompressionSection)
+
+    def __post_init__(self) -> None:
+        if not self.budgets:
+            raise ValueError("budgets: give at least one budget")
+        _check_budget_values(self.budgets, "budgets")
         if self.table_samples_per_step < 2 or self.orders_per_image < 1 or self.max_images < 0:
             raise ValueError("table_samples_per_step must be >= 2, orders_per_image >= 1, max_images >= 0")
+        if self.table_ranges < 1 or self.steps_per_call < 1 or self.sample_grid < 0:
+            raise ValueError("table_ranges and steps_per_call must be >= 1, sample_grid >= 0")
 
     def resolve_budgets(self, num_stages: int, num_steps: int) -> list[int]:
-        """The budgets for one model, "full" replaced by its step count; out of range -> ValueError."""
-        budgets = sorted({num_steps if b == "full" else int(b) for b in self.budgets})
-        bad = [b for b in budgets if not num_stages <= b <= num_steps]
-        if bad:
-            raise ValueError(f"postprocess.budgets: {bad} outside {num_stages}..{num_steps} for this model")
-        return budgets
+        """The budgets for one model, "full" replaced by its step count; a budget of either list
+        (these and compression's) out of range -> ValueError."""
+        self.resolve_compression_budgets(num_stages, num_steps)
+        return _resolve_budgets(self.budgets, "postprocess.budgets", num_stages, num_steps)
+
+    def resolve_compression_budgets(self, num_stages: int, num_steps: int) -> list[int]:
+        return _resolve_budgets(self.compression.budgets, "postprocess.compression.budgets", num_stages, num_steps)
 
 
 @dataclass(frozen=True)
@@ -252,15 +305,12 @@ def absolute_storage(raw: dict) -> None:
 def load_sweep(path: str | Path, overrides: list[str] = ()) -> Sweep:
     """Read, override and validate a sweep file; ConfigError names FILE: FIELD.PATH on any problem."""
     path = Path(path)
+    raw = read_yaml(path)
     try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError as err:
-        raise ConfigError(f"{path}: file not found") from err
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from err
-    try:
+        if raw is None:
+            raise ConfigError("empty file (expected the sections sweep, data, model, train, ...)")
         if not isinstance(raw, dict):
-            raise ConfigError("expected a mapping of sections (sweep, data, model, train, ...)")
+            raise ConfigError(f"expected a mapping of sections (sweep, data, ...), got {type(raw).__name__}")
         for assignment in overrides:
             apply_override(raw, assignment)
         absolute_storage(raw)
@@ -275,8 +325,74 @@ def load_sweep(path: str | Path, overrides: list[str] = ()) -> Sweep:
     return Sweep(path=path, raw=raw, spaces=spaces, base=base)
 
 
-def trial_label(values: dict[tuple[str, ...], Any]) -> str:
-    """A short, readable name for the searched values: 'branching=4,learning_rate=0.0003'."""
+def check_data(sweep: Sweep) -> tuple[tuple[int, int, int], int]:
+    """((C, H, W), K) of the sweep's dataset, after checking that it can be read, so that a missing
+    path or a corrupt file fails on the driver, before Ray starts, as ConfigError "FILE: data.spec: ...".
+
+    Parquet shards (which workers read as they are) are all read and checked against the manifest's
+    hashes (unless the spec says verify=0); other sources are converted to shards by the driver later,
+    so reading their test split here is enough. A searched data.spec is checked at its first value.
+    """
+    spec = parse_spec(sweep.base.data.spec)
+    try:
+        if spec.kind == "parquet":
+            for split in ("train", "test"):
+                dataset = load_dataset(spec, split)
+        else:
+            dataset = load_dataset(spec, "test")
+    except DataError as err:
+        raise ConfigError(f"{sweep.path}: data.spec: {err}") from err
+    return dataset.shape, dataset.num_classes
+
+
+def _overlaps(path: tuple[str, ...], target: tuple[str, ...]) -> bool:
+    """Whether a space at `path` can change the field at `target` (one is a prefix of the other)."""
+    n = min(len(path), len(target))
+    return path[:n] == target[:n]
+
+
+# The fields that decide whether a trial's budgets fit its model: S = stages of (K, branching), S*D steps.
+_BUDGET_FIELDS = (("model", "branching"), ("postprocess", "budgets"), ("postprocess", "enabled"))
+
+
+def check_budgets_fit(sweep: Sweep, shape: tuple[int, int, int], num_classes: int) -> None:
+    """Raise ConfigError "FILE: postprocess.budgets: ..." unless, in every trial configuration the
+    sweep can draw, each post-processing budget lies in S..S*D for that trial's model on data of
+    `shape` (C, H, W) with K = `num_classes` (see `check_data`).
+
+    Every candidate of each search space on the fields involved is combined with every other, as
+    load_sweep does for single fields; the other spaces stay at their first values.
+    """
+    involved = {p: s for p, s in sweep.spaces.items() if any(_overlaps(p, f) for f in _BUDGET_FIELDS)}
+    firsts = {p: s.values[0] for p, s in sweep.spaces.items()}
+    num_variables = math.prod(shape)
+    for combo in itertools.product(*(s.values for s in involved.values())):
+        try:  # load_sweep checked each candidate alone; this combination may still be invalid
+            cfg = build(SweepConfig, resolve(sweep.raw, {**firsts, **dict(zip(involved, combo, strict=True))}))
+        except ConfigError as err:
+            raise ConfigError(f"{sweep.path}: {err}") from err
+        if not cfg.postprocess.enabled:
+            continue
+        stages = num_stages_for(num_classes, cfg.model.branching)
+        try:
+            cfg.postprocess.resolve_budgets(stages, stages * num_variables)
+        except ValueError as err:
+            shown = "x".join(map(str, shape))
+            raise ConfigError(
+                f"{sweep.path}: {err} (model.branching={cfg.model.branching} on {shown} images with "
+                f"K={num_classes}: {stages} stage(s) of {num_variables} steps)"
+            ) from err
+
+
+def trial_label(config: dict, paths: Iterable[tuple[str, ...]]) -> str:
+    """A short, readable name for a trial's values of the searched fields (`paths`, e.g.
+    [("model", "branching")]) in its resolved config: 'branching=4,learning_rate=0.0003'."""
+    values = {}
+    for path in paths:
+        node = config
+        for key in path:
+            node = node[key]
+        values[path] = node
     parts = []
     for path, value in sorted(values.items()):
         shown = f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -7,6 +7,7 @@ Storage layout under <storage.path>/<sweep name>/:
     data/          Parquet shards + manifest.json (converted once from data.spec)
     tune/          Ray Tune's experiment state (what `--resume` restores)
     train/<trial>/ each trial's Ray Train run: checkpoints
+    postprocess/<trial>/  step table parts, per-budget results, the artifacts logged to MLflow
     sweep.json     the sweep's MLflow parent run id and tracking URI
 """
 
@@ -14,7 +15,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
@@ -24,9 +27,12 @@ from ray import tune
 from ardm.data import DataError, convert_dataset, parse_spec
 from ardm.data.parquet import read_manifest
 from ardm.storage import filesystem, write_atomic
-from orchestrator.config import Sweep, SweepConfig, resolve, trial_label
+from orchestrator.cluster import connect_ray
+from orchestrator.config import Sweep, SweepConfig, check_budgets_fit, check_data, resolve, trial_label
+from orchestrator.report import Report, build_report
+from orchestrator.sync import sweep_outbox
 from orchestrator.tracking import SweepTracker, TrackingError, check_tracking, default_tracking_uri
-from orchestrator.trial import run_trial
+from orchestrator.trial import run_trial, sweep_root
 
 # The trial function itself only waits on its TorchTrainer: a token share of a CPU.
 TRIAL_DRIVER_CPUS = 0.01
@@ -35,10 +41,6 @@ TRIAL_DRIVER_CPUS = 0.01
 def tracking_uri(cfg: SweepConfig) -> str:
     """The sweep's MLflow tracking URI: its own, or a SQLite store in the working directory."""
     return cfg.tracking.uri or default_tracking_uri()
-
-
-def sweep_root(cfg: SweepConfig) -> str:
-    return f"{cfg.storage.path}/{cfg.sweep.name}"
 
 
 def prepare_data(cfg: SweepConfig) -> str:
@@ -97,13 +99,7 @@ def param_space(sweep: Sweep) -> dict:
 
 def _trial_name(sweep: Sweep):
     def name(trial: tune.experiment.Trial) -> str:
-        values = {}
-        for path in sweep.spaces:
-            node = trial.config
-            for key in path:
-                node = node[key]
-            values[path] = node
-        return f"{trial_label(values)}_{trial.trial_id}"
+        return f"{trial_label(trial.config, sweep.spaces)}_{trial.trial_id}"
 
     return name
 
@@ -115,28 +111,27 @@ def _read_state(cfg: SweepConfig) -> dict:
     return json.loads(fs.open_input_file(path).read())
 
 
-def run_sweep(sweep: Sweep, resume: bool = False) -> tune.ResultGrid:
+def run_sweep(sweep: Sweep, resume: bool = False) -> SweepOutcome:
     """Run (or resume) the sweep on the Ray cluster at RAY_ADDRESS, or a local one."""
     cfg = sweep.base
     uri = tracking_uri(cfg)
-    check_tracking(uri)
+    try:
+        check_tracking(uri)
+    except TrackingError as err:
+        raise TrackingError(f"{sweep.path}: tracking.uri: {err}") from None
+    shape, num_classes = check_data(sweep)
+    check_budgets_fit(sweep, shape, num_classes)
     state = _read_state(cfg) if resume else {}
     data_uri = prepare_data(cfg)
-    if not ray.is_initialized():
-        if os.environ.get("RAY_ADDRESS"):
-            ray.init(address=os.environ["RAY_ADDRESS"])
-        else:
-            os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local instance
-            # One logical CPU more than the machine has: the trial drivers' token shares must not
-            # keep the last worker of a full machine from being placed.
-            ray.init(num_cpus=(os.cpu_count() or 1) + 1)
-    tracker = SweepTracker(reachable_uri(uri), cfg.experiment)
+    connect_ray()
+    tracker = SweepTracker(reachable_uri(uri), cfg.experiment, outbox=sweep_outbox(cfg))
     parent_id = tracker.start_sweep(cfg.sweep.name, sweep.raw, {"ardm.sweep_file": str(sweep.path)},
                                     run_id=state.get("parent_run_id"))
     fs, path = filesystem(f"{sweep_root(cfg)}/sweep.json")
     write_atomic(fs, path, json.dumps({"parent_run_id": parent_id, "tracking_uri": uri}).encode())
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, tracker=tracker, parent_id=parent_id, data_uri=data_uri),
+        tune.with_parameters(run_trial, tracker=tracker, parent_id=parent_id, data_uri=data_uri,
+                             searched=list(sweep.spaces)),
         {"CPU": TRIAL_DRIVER_CPUS},
     )
     tune_path = f"{sweep_root(cfg)}/tune"
@@ -158,18 +153,54 @@ def run_sweep(sweep: Sweep, resume: bool = False) -> tune.ResultGrid:
                 failure_config=tune.FailureConfig(max_failures=cfg.failure.trial_max_failures),
             ),
         )
-    results = tuner.fit()
-    finish_sweep(tracker, parent_id, results)
-    return results
+    results = tuner.fit()  # returns (state saved) on SIGINT too: unfinished trials tell
+    unfinished = [r for r in results if r.error is None and "checkpoint_path" not in (r.metrics or {})]
+    report = finish_sweep(tracker, parent_id, results, report_folder(cfg), str(sweep.path), len(unfinished))
+    return SweepOutcome(results=results, report=report, interrupted=bool(unfinished))
 
 
-def finish_sweep(tracker: SweepTracker, parent_id: str, results: tune.ResultGrid) -> None:
-    """Close the sweep's parent run with a summary of its trials (the report stage builds on this)."""
+@dataclass
+class SweepOutcome:
+    """Tune's results, the sweep report (None if it could not be written: see the warning), and
+    whether the sweep was interrupted with trials unfinished (`--resume` continues it)."""
+
+    results: tune.ResultGrid
+    report: Report | None
+    interrupted: bool = False
+
+
+def report_folder(cfg: SweepConfig) -> Path:
+    """The sweep report's local folder: in the sweep's storage when that is local, else ./reports/<sweep>."""
+    if "://" in cfg.storage.path:
+        return Path("reports", cfg.sweep.name).absolute()
+    return Path(sweep_root(cfg), "report")
+
+
+def finish_sweep(
+    tracker: SweepTracker, parent_id: str, results: tune.ResultGrid, folder: Path, sweep_file: str, unfinished: int
+) -> Report | None:
+    """Close the sweep's parent run with a summary of its trials and the sweep report: FINISHED,
+    FAILED (some trial failed) or KILLED (interrupted, `unfinished` trials left to resume)."""
     failed = [r for r in results if r.error is not None]
     best = [r.metrics.get("test_bpd") for r in results if r.error is None and "test_bpd" in r.metrics]
     summary = {"trials": len(results), "trials_failed": len(failed)}
     if best:
         summary["best_test_bpd"] = min(b for b in best if math.isfinite(b))
     tracker.log_metrics(parent_id, summary)
-    tracker.end_run(parent_id, "FAILED" if failed else "FINISHED",
-                    reason=f"{len(failed)} of {len(results)} trials failed" if failed else None)
+    try:
+        report = build_report(tracker, parent_id, folder)
+    except Exception as err:  # the trials' results are all in MLflow; `ardm report` can retry
+        warnings.warn(f"sweep report not written ({type(err).__name__}: {err}); "
+                      f"retry with: ardm report {tracker.experiment}", stacklevel=2)
+        report = None
+    if unfinished:
+        tracker.end_run(parent_id, "KILLED", reason=f"interrupted with {unfinished} unfinished trial(s); "
+                        f"continue with: ardm sweep {sweep_file} --resume")
+    else:
+        tracker.end_run(parent_id, "FAILED" if failed else "FINISHED",
+                        reason=f"{len(failed)} of {len(results)} trials failed" if failed else None)
+    if not tracker.flush():  # MLflow still down: what trials and workers kept stays in the outbox
+        warnings.warn(f"MLflow unreachable at the end of the sweep; tracking calls are kept in "
+                      f"{tracker.outbox.folder}; deliver them with: ardm sync --outbox {tracker.outbox.folder}",
+                      stacklevel=2)
+    return report

@@ -1,7 +1,7 @@
 """Per-step likelihood tables computed on Ray: step ranges as retried tasks, merged into one table.
 
 Each range is a Ray task (one GPU where the cluster has GPUs, else CPUs) that loads the
-checkpoint's EMA weights and the held-out split, estimates its steps (ardm.tables), and writes
+checkpoint's EMA weights and the held-out split of a dataset spec, estimates its steps (ardm.tables), and writes
 `<out>/parts/steps-<lo>-<hi>.parquet` atomically. A lost task is retried by Ray; a range whose
 part already exists is not recomputed, so a resumed post-processing run continues where it
 stopped. Ranges are aligned to multiples of steps_per_call, so the merged table is bit-identical
@@ -16,9 +16,13 @@ import pyarrow.fs as pafs
 import ray
 
 from ardm.checkpoint import load_model
-from ardm.data import load_parquet_split
+from ardm.data import load_dataset
 from ardm.storage import filesystem
 from ardm.tables import StepTable, estimate_step_table
+
+# Spread over the cluster's nodes, and never inside the calling Tune trial's placement group
+# (an explicit strategy is not captured by it): a trial reserves only its driver's token CPU.
+OUTSIDE_TRIAL = "SPREAD"
 
 
 def step_ranges(num_steps: int, num_ranges: int, steps_per_call: int) -> list[range]:
@@ -39,13 +43,13 @@ def _exists(uri: str) -> bool:
 
 
 @ray.remote(max_retries=3)
-def _table_range(checkpoint: str, data_uri: str, split: str, steps: range, samples_per_step: int,
+def _table_range(checkpoint: str, data: str, split: str, steps: range, samples_per_step: int,
                  steps_per_call: int, seed: int, max_images: int, metadata: dict, out_uri: str) -> str:
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_model(checkpoint, ema=True, map_location=device)
-    images = load_parquet_split(data_uri, split).images[: max_images or None]
+    images = load_dataset(data, split).images[: max_images or None]
     part = estimate_step_table(model, images, samples_per_step, steps=steps, steps_per_call=steps_per_call,
                                seed=seed, metadata=metadata)
     return part.save(out_uri)
@@ -53,7 +57,7 @@ def _table_range(checkpoint: str, data_uri: str, split: str, steps: range, sampl
 
 def distributed_step_table(
     checkpoint: str,
-    data_uri: str,
+    data: str,
     out: str,
     num_steps: int,
     num_ranges: int,
@@ -66,13 +70,14 @@ def distributed_step_table(
 ) -> StepTable:
     """Estimate every step of a checkpoint's model in `num_ranges` Ray tasks and merge the parts.
 
-    checkpoint: a local path every node can read (shared storage); out: folder (path or URI) for the
-    parts and `step_table.parquet`. num_steps: the model's S*D. Returns the merged table.
+    checkpoint: a local path every node can read (shared storage); data: a dataset spec every node
+    can read (e.g. parquet:<uri>); out: folder (path or URI) for the parts and `step_table.parquet`.
+    num_steps: the model's S*D. Returns the merged table.
     """
-    metadata = {"data": data_uri, "split": split}
-    task = _table_range.options(num_gpus=1 if use_gpu else 0, num_cpus=1)
+    metadata = {"data": data, "split": split}
+    task = _table_range.options(num_gpus=1 if use_gpu else 0, num_cpus=1, scheduling_strategy=OUTSIDE_TRIAL)
     pending = [
-        task.remote(checkpoint, data_uri, split, steps, samples_per_step, steps_per_call, seed, max_images,
+        task.remote(checkpoint, data, split, steps, samples_per_step, steps_per_call, seed, max_images,
                     metadata, _part_uri(out, steps))
         for steps in step_ranges(num_steps, num_ranges, steps_per_call)
         if not _exists(_part_uri(out, steps))

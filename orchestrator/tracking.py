@@ -10,6 +10,9 @@ Tracking URIs: MLflow 3 refuses its old file store (`./mlruns`, `file:...`). Loc
 its `http://host:port`, which also proxies artifact uploads so workers need no shared filesystem.
 `check_tracking(uri)` validates a URI before Ray or training starts, so a typo fails in a second
 with one line instead of after the first trial has trained.
+
+Outages: with an `outbox` folder a tracker keeps the calls it cannot make and delivers them later; see
+orchestrator/outbox.py.
 """
 
 from __future__ import annotations
@@ -26,25 +29,29 @@ from typing import Any
 
 import mlflow
 import requests
-from mlflow.entities import Metric, Param, Run, RunTag
+from mlflow.entities import Param, Run
 from mlflow.environment_variables import MLFLOW_TRACKING_INSECURE_TLS, MLFLOW_TRACKING_SERVER_CERT_PATH
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
+from orchestrator.outbox import Outbox, send
+from orchestrator.tracking_errors import TRUNCATED, TrackingError, TrackingUnreachable, one_line
 
 logger = logging.getLogger(__name__)
 
 ROLE_TAG = "ardm.role"
 TRIAL_TAG = "ardm.trial"
 FAILURE_REASON_TAG = "ardm.failure_reason"
+CHECKPOINT_TAG = "ardm.checkpoint"  # a trial's final checkpoint file (path or URI)
+DATA_TAG = "ardm.data"  # the dataset spec a trial trained on (its Parquet shards)
 # A failure reason is a summary for the runs table; the full traceback belongs in the worker log.
 MAX_REASON_LENGTH = 5000
 END_STATUSES = ("FINISHED", "FAILED", "KILLED")
-_TRUNCATED = "...[truncated]"
 
-
-class TrackingError(RuntimeError):
-    """A tracking problem, as one line naming the tracking URI and what is wrong."""
+# During an outage, calls within this many seconds of the last failed one go straight to the outbox, so
+# a hung server (which costs a timeout, not a refused connection) is waited for at most once per interval.
+RETRY_INTERVAL_S = 30.0
 
 
 def default_tracking_uri(cwd: str | Path | None = None) -> str:
@@ -88,11 +95,11 @@ def _check_server(uri: str, timeout: float) -> None:
     except requests.Timeout:
         raise TrackingError(f"{uri}: tracking server unreachable (no answer within {timeout:g} s)") from None
     except requests.RequestException as err:
-        raise TrackingError(f"{uri}: tracking server unreachable ({_one_line(err, 300)})") from None
+        raise TrackingError(f"{uri}: tracking server unreachable ({one_line(err, 300)})") from None
     if response.status_code != 200:
         raise TrackingError(
             f"{uri}: tracking server unreachable (GET /health answered {response.status_code} "
-            f"{_one_line(response.text, 200)})"
+            f"{one_line(response.text, 200)})"
         )
 
 
@@ -132,15 +139,9 @@ def flatten(config: dict, prefix: str = "") -> dict[str, str]:
             continue
         text = json.dumps(value, default=str) if isinstance(value, (list, tuple, dict)) else str(value)
         if len(text) > MAX_PARAM_VAL_LENGTH:
-            text = text[: MAX_PARAM_VAL_LENGTH - len(_TRUNCATED)] + _TRUNCATED
+            text = text[: MAX_PARAM_VAL_LENGTH - len(TRUNCATED)] + TRUNCATED
         flat[name] = text
     return flat
-
-
-def _one_line(value: Any, limit: int) -> str:
-    """`value` as one line of at most `limit` characters, for error messages and tags."""
-    text = " ".join(str(value).split())
-    return text if len(text) <= limit else text[: limit - len(_TRUNCATED)] + _TRUNCATED
 
 
 def _quote(value: str) -> str:
@@ -156,24 +157,56 @@ class SweepTracker:
     """Logs one sweep (parent run) and its trials (nested runs) to an MLflow experiment.
 
     Picklable, so Ray can ship it to trial actors and training workers: the state is only the URI,
-    the experiment name and id, and each process creates its own MlflowClient on first use.
+    the experiment name and id (and the outbox, if any), and each process creates its own
+    MlflowClient on first use.
+
+    With an `outbox` (a local or NFS folder that the processes of a machine share), `log_metrics`,
+    `set_tags`, `end_run` and `log_artifact` survive an outage: they fail fast, keep the call in the
+    outbox, warn once per outage and return; the first call for a run after the server is back (or
+    `flush`, or `ardm sync`) delivers that run's kept calls first, in order, with their original steps
+    and timestamps. Calls that need an answer (`start_sweep`, `trial_run`, `runs_of`) always raise.
     """
 
-    def __init__(self, uri: str, experiment: str) -> None:
-        """Bind to `experiment` at `uri`, creating the experiment if it does not exist yet."""
+    def __init__(
+        self,
+        uri: str,
+        experiment: str,
+        create: bool = True,
+        outbox: str | Path | None = None,
+        retry_interval: float = RETRY_INTERVAL_S,
+    ) -> None:
+        """Bind to `experiment` at `uri`, creating the experiment if it does not exist yet (with
+        `create`; else a missing experiment is a TrackingError). `outbox`: keep calls there during an
+        outage (None: a failing call raises); `retry_interval`: seconds between attempts to reach the
+        server during an outage (calls in between go straight to the outbox)."""
         self.uri = uri
         self.experiment = experiment
+        self.outbox = None if outbox is None else Outbox(outbox)
+        self.retry_interval = retry_interval
         self._client: mlflow.MlflowClient | None = None
+        self._outage: str | None = None  # what failed, while this process sees an outage
+        self._retry_at = 0.0  # time.monotonic() from which to try the server again
+        if not create and self.client.get_experiment_by_name(experiment) is None:
+            raise TrackingError(f"{uri}: no experiment named {experiment!r}")
         self.experiment_id = self._ensure_experiment()
 
     def __getstate__(self) -> dict[str, Any]:
-        """Only the plain state travels; an MlflowClient holds sessions and stores of this process."""
-        return {"uri": self.uri, "experiment": self.experiment, "experiment_id": self.experiment_id}
+        """Only the plain state travels; an MlflowClient holds sessions and stores of this process, and
+        an outage is this process's view. A tracker without an outbox pickles as it did before outboxes."""
+        state = {"uri": self.uri, "experiment": self.experiment, "experiment_id": self.experiment_id}
+        if self.outbox is not None:
+            state |= {"outbox": str(self.outbox.folder), "retry_interval": self.retry_interval}
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Restore the plain state; the client is recreated lazily in the receiving process."""
+        outbox = state.get("outbox")
         self.__dict__.update(state)
+        self.outbox = None if outbox is None else Outbox(outbox)
+        self.retry_interval = state.get("retry_interval", RETRY_INTERVAL_S)
         self._client = None
+        self._outage = None
+        self._retry_at = 0.0
 
     def __repr__(self) -> str:
         return f"SweepTracker({self.uri!r}, {self.experiment!r})"
@@ -269,7 +302,7 @@ class SweepTracker:
         dates, flags and config) can be passed as is. NaN and inf are skipped with a warning: MLflow
         stores them as sentinel numbers that distort plots and comparisons.
         """
-        now = int(time.time() * 1000)
+        now = int(time.time() * 1000)  # the time of logging, kept if the call waits in the outbox
         batch = []
         for key, value in metrics.items():
             if not isinstance(value, Real) or isinstance(value, bool):
@@ -277,32 +310,84 @@ class SweepTracker:
             if not math.isfinite(value):
                 logger.warning("run %s: not logging metric %s = %s (not finite)", run_id, key, value)
                 continue
-            batch.append(Metric(key, float(value), now, 0 if step is None else step))
+            batch.append([key, float(value), now, 0 if step is None else int(step)])
         if batch:
-            self.client.log_batch(run_id, metrics=batch)
+            self._submit(run_id, {"op": "metrics", "metrics": batch})
 
     def log_artifact(self, run_id: str, local_path: str | Path, artifact_path: str | None = None) -> None:
-        """Upload a file, or a directory's contents, under `artifact_path` in the run's artifacts."""
-        path = Path(local_path)
-        if path.is_dir():
-            self.client.log_artifacts(run_id, str(path), artifact_path)
-        elif path.is_file():
-            self.client.log_artifact(run_id, str(path), artifact_path)
-        else:
-            raise TrackingError(f"{self.uri}: run {run_id}: no file or directory {path} to log as an artifact")
+        """Upload a file, or a directory's contents, under `artifact_path` in the run's artifacts.
+
+        During an outage the file or directory is copied into the outbox, so it may be temporary.
+        """
+        path = Path(local_path).absolute()
+        if not path.exists():
+            raise TrackingError(f"{self.uri}: run {run_id}: no file or directory {local_path} to log as an artifact")
+        self._submit(run_id, {"op": "artifact", "path": str(path), "artifact_path": artifact_path})
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         """Set (or overwrite) tags on a run, in one batch."""
         if tags:
-            self.client.log_batch(run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
+            self._submit(run_id, {"op": "tags", "tags": {key: str(value) for key, value in tags.items()}})
 
     def end_run(self, run_id: str, status: str = "FINISHED", reason: str | None = None) -> None:
         """Terminate a run as FINISHED, FAILED or KILLED; `reason` is kept as tag ardm.failure_reason."""
         if status not in END_STATUSES:
             raise ValueError(f"end status must be one of {', '.join(END_STATUSES)}, got {status!r}")
         if reason is not None:
-            self.set_tags(run_id, {FAILURE_REASON_TAG: _one_line(reason, MAX_REASON_LENGTH)})
-        self.client.set_terminated(run_id, status)
+            self.set_tags(run_id, {FAILURE_REASON_TAG: one_line(reason, MAX_REASON_LENGTH)})
+        self._submit(run_id, {"op": "end", "status": status, "end_time": int(time.time() * 1000)})
+
+    def flush(self, run_id: str | None = None) -> bool:
+        """Deliver the calls kept in the outbox, of run `run_id` or of every run there, to this tracker's
+        server now; True when none are left. An outage leaves them where they are (and warns, once)."""
+        if self.outbox is None:
+            return True
+        try:
+            for run in [run_id] if run_id is not None else self.outbox.runs():
+                if self.outbox.pending(run):
+                    self.outbox.deliver(self.client, run, fail_fast=True)
+        except TrackingUnreachable as err:
+            self._begin_outage(err)
+            return False
+        self._end_outage()
+        return True
+
+    def _submit(self, run_id: str, call: dict) -> None:
+        """Make a call (in its outbox form) on run `run_id`, or keep it in the outbox during an outage.
+
+        The run's kept calls go first, so the server sees every call in the order it was made.
+        """
+        if self.outbox is None:
+            send(self.client, run_id, call, Path(), fail_fast=False)
+            return
+        if self._outage is None or time.monotonic() >= self._retry_at:
+            try:
+                if self.outbox.pending(run_id):
+                    self.outbox.deliver(self.client, run_id, fail_fast=True)
+                send(self.client, run_id, call, Path(), fail_fast=True)
+            except TrackingUnreachable as err:
+                self._begin_outage(err)
+            else:
+                self._end_outage()
+                return
+        self.outbox.keep(self.uri, run_id, call)
+
+    def _begin_outage(self, err: TrackingUnreachable) -> None:
+        """Note a failed attempt; the first one of an outage warns, in one line."""
+        self._retry_at = time.monotonic() + self.retry_interval
+        if self._outage is None:
+            folder = self.outbox.folder
+            logger.warning(
+                f"{err}; training goes on, tracking calls are kept in {folder} and delivered when the "
+                f"server answers (or by: ardm sync --outbox {folder})"
+            )
+        self._outage = str(err)
+
+    def _end_outage(self) -> None:
+        """The server answered: an outage this process saw is over."""
+        if self._outage is not None:
+            logger.info(f"{self.uri}: tracking server answers again; calls kept in {self.outbox.folder} are delivered")
+            self._outage = None
 
     def runs_of(self, parent_id: str) -> list[Run]:
         """The nested (trial) runs of sweep run `parent_id`, oldest first."""
@@ -325,7 +410,7 @@ class SweepTracker:
         try:
             run = self.client.get_run(run_id)
         except MlflowException as err:
-            raise TrackingError(f"{self.uri}: {what} run {run_id} not found ({_one_line(err.message, 200)})") from None
+            raise TrackingError(f"{self.uri}: {what} run {run_id} not found ({one_line(err.message, 200)})") from None
         if run.info.experiment_id != self.experiment_id:
             raise TrackingError(
                 f"{self.uri}: {what} run {run_id} belongs to experiment {run.info.experiment_id}, "
@@ -335,6 +420,11 @@ class SweepTracker:
 
     def _reopen(self, run: Run) -> None:
         """Mark a run RUNNING again, dropping the failure reason of its previous attempt."""
+        run_id = run.info.run_id
+        if self.outbox is not None and self.outbox.pending(run_id):
+            # Calls kept from the previous attempt (its end status, say) must land before the reopening, not after.
+            self.outbox.deliver(self.client, run_id, fail_fast=True)
+            run = self.client.get_run(run_id)
         if run.info.status != "RUNNING":
             self.client.update_run(run.info.run_id, status="RUNNING")
         if FAILURE_REASON_TAG in run.data.tags:
@@ -345,8 +435,8 @@ class SweepTracker:
         for key, value in params.items():
             if key in logged and logged[key] != value:
                 raise TrackingError(
-                    f"{self.uri}: run {run_id}: param {key} is already {_one_line(logged[key], 100)!r}, "
-                    f"cannot change it to {_one_line(value, 100)!r}"
+                    f"{self.uri}: run {run_id}: param {key} is already {one_line(logged[key], 100)!r}, "
+                    f"cannot change it to {one_line(value, 100)!r}"
                 )
         new = [Param(key, value) for key, value in params.items() if key not in logged]
         if new:

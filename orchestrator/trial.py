@@ -3,40 +3,59 @@ idiom: the Tune trial function starts a TorchTrainer that reports through TuneRe
 
 The trial's MLflow run is nested under the sweep's run; it gets the resolved config as params,
 the workers' metrics, the test bpd with its standard error, the wall time and the final
-checkpoint as an artifact. The Train run's name is stable for a trial, so a retried trial or a
+checkpoint as an artifact, then the post-processing's budget metrics and artifacts
+(orchestrator/postprocess.py). The Train run's name is stable for a trial, so a retried trial or a
 resumed sweep continues from the trial's latest checkpoint.
 """
 
 from __future__ import annotations
 
 import time
+from urllib.parse import urlparse
 
+import pyarrow.fs as pafs
 import ray.train
 from ray import tune
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from ardm.checkpoint import CheckpointError, load_checkpoint
 from ardm.config import build
-from orchestrator.config import SweepConfig
-from orchestrator.tracking import SweepTracker
+from ardm.storage import filesystem
+from orchestrator.config import SweepConfig, trial_label
+from orchestrator.postprocess import postprocess_checkpoint
+from orchestrator.report import CONFIGURATION_TAG
+from orchestrator.tracking import CHECKPOINT_TAG, DATA_TAG, SweepTracker
 from orchestrator.worker import CHECKPOINT_FILE, train_worker
+
+
+def sweep_root(cfg: SweepConfig) -> str:
+    """Everything a sweep stores (data, Tune state, checkpoints, post-processing) is under this folder."""
+    return f"{cfg.storage.path}/{cfg.sweep.name}"
 
 
 def train_storage(cfg: SweepConfig) -> str:
     """Where the sweep's Ray Train runs keep their checkpoints."""
-    return f"{cfg.storage.path}/{cfg.sweep.name}/train"
+    return f"{sweep_root(cfg)}/train"
 
 
-def run_trial(config: dict, tracker: SweepTracker, parent_id: str, data_uri: str) -> None:
-    """Tune trial function. config: the trial's resolved sweep config (plain dict)."""
+def run_trial(config: dict, tracker: SweepTracker, parent_id: str, data_uri: str,
+              searched: list[tuple[str, ...]]) -> None:
+    """Tune trial function. config: the trial's resolved sweep config (plain dict); searched: the
+    paths of the sweep's searched fields (they name the trial's configuration)."""
     cfg: SweepConfig = build(SweepConfig, config)
     trial_name = tune.get_context().get_trial_name()
     run_id = tracker.trial_run(parent_id, trial_name, config)
+    tracker.set_tags(run_id, {CONFIGURATION_TAG: trial_label(config, searched)})
+    # Tune retries a failed trial (failure.trial_max_failures): number each attempt in its run.
+    attempt = len(tracker.client.get_metric_history(run_id, "trial_attempt")) + 1
+    tracker.log_metrics(run_id, {"trial_attempt": attempt}, step=attempt)
     resources = cfg.resources
     per_worker = {"CPU": resources.cpus_per_worker} | ({"GPU": resources.gpus_per_worker} if resources.use_gpu else {})
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"config": config, "data_uri": data_uri, "tracker": tracker, "run_id": run_id},
+        train_loop_config={"config": config, "data_uri": data_uri, "tracker": tracker, "run_id": run_id,
+                           "resume_from": latest_checkpoint(cfg, f"{train_storage(cfg)}/{trial_name}")},
         scaling_config=ray.train.ScalingConfig(
             num_workers=resources.workers_per_trial, use_gpu=resources.use_gpu, resources_per_worker=per_worker
         ),
@@ -51,13 +70,68 @@ def run_trial(config: dict, tracker: SweepTracker, parent_id: str, data_uri: str
     try:
         result = trainer.fit()
     except Exception as err:
-        tracker.end_run(run_id, "FAILED", reason=f"{type(err).__name__}: {err}".splitlines()[0])
+        tracker.end_run(run_id, "FAILED", reason=failure_reason(err))
         raise
     wall = time.time() - started
-    final = {k: v for k, v in result.metrics.items() if k.startswith("test_")}
-    tracker.log_metrics(run_id, {**final, "wall_time_s": wall}, step=result.metrics.get("step"))
+    final = {k: v for k, v in result.metrics.items() if k.startswith("test_")} | {"wall_time_s": wall}
+    tracker.log_metrics(run_id, final, step=result.metrics.get("step"))
     with result.checkpoint.as_directory() as folder:
         tracker.log_artifact(run_id, f"{folder}/{CHECKPOINT_FILE}", "checkpoint")
-    tracker.set_tags(run_id, {"ardm.checkpoint": result.checkpoint.path})
+    checkpoint = checkpoint_uri(cfg, result.checkpoint.path)
+    data = f"parquet:{data_uri}"
+    tracker.set_tags(run_id, {CHECKPOINT_TAG: checkpoint, DATA_TAG: data})
+    if cfg.postprocess.enabled:
+        # Training's results are logged above: a failure from here on keeps them (and the checkpoint).
+        try:
+            done = postprocess_checkpoint(checkpoint, data, f"{sweep_root(cfg)}/postprocess/{trial_name}",
+                                          cfg.postprocess, seed=cfg.train.seed, use_gpu=resources.use_gpu)
+            tracker.log_metrics(run_id, done.metrics)
+            tracker.log_artifact(run_id, done.folder, "postprocess")
+        except Exception as err:
+            tracker.end_run(run_id, "FAILED", reason=f"post-processing: {failure_reason(err)}")
+            raise
+        final["full_elbo_bpd"] = done.metrics["full_elbo_bpd"]  # the rest is in MLflow: Tune's table stays short
     tracker.end_run(run_id, "FINISHED")
-    tune.report({**final, "wall_time_s": wall, "checkpoint_path": result.checkpoint.path})
+    tune.report({**final, "checkpoint_path": checkpoint})
+
+
+def latest_checkpoint(cfg: SweepConfig, run_folder: str) -> str | None:
+    """The newest checkpoint file in a Train run's folder that reads back, or None.
+
+    Ray Train restores a run's checkpoints from its snapshot file, but a run cut off with its
+    driver can leave checkpoints without one; then the trial resumes from what is on storage. A
+    checkpoint cut off mid-upload does not read back and is passed over.
+    """
+    fs, path = filesystem(run_folder)
+    found = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    folders = sorted((f.path for f in found if f.type == pafs.FileType.Directory
+                      and f.base_name.startswith("checkpoint_")), reverse=True)  # names are timestamps
+    for folder in folders:
+        uri = checkpoint_uri(cfg, folder)
+        try:
+            load_checkpoint(uri)
+        except CheckpointError:
+            continue
+        return uri
+    return None
+
+
+def failure_reason(err: BaseException) -> str:
+    """One line naming the root cause: the first failed worker's own exception, not Ray's wrappers
+    (WorkerGroupError's message starts "Training failed due to worker errors:")."""
+    while True:
+        failures = getattr(err, "worker_failures", None)
+        if failures:
+            err = failures[min(failures)]
+        elif getattr(err, "cause", None) is not None:  # RayTaskError wraps the task's exception
+            err = err.cause
+        else:
+            break
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"
+
+
+def checkpoint_uri(cfg: SweepConfig, folder: str) -> str:
+    """The checkpoint file in a Ray Train checkpoint folder (given without its scheme) as a path or URI."""
+    scheme = urlparse(cfg.storage.path).scheme if "://" in cfg.storage.path else ""
+    return f"{scheme}://{folder}/{CHECKPOINT_FILE}" if scheme else f"{folder}/{CHECKPOINT_FILE}"

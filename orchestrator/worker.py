@@ -8,6 +8,7 @@ group resumes from `ray.train.get_checkpoint()`.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -17,12 +18,13 @@ import ray.train.torch
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from ardm.checkpoint import load_model
+from ardm.checkpoint import load_checkpoint, load_model
 from ardm.config import build
 from ardm.data import load_parquet_split
 from ardm.evaluate import estimate_nelbo
 from ardm.model import build_ardm
 from ardm.run import model_spec
+from ardm.storage import filesystem
 from ardm.train import train
 from orchestrator.config import SweepConfig
 from orchestrator.tracking import SweepTracker
@@ -31,7 +33,13 @@ CHECKPOINT_FILE = "checkpoint.pt"
 
 
 class _MetricsToMlflow:
-    """Logs rank 0's metrics to the trial's run; a tracking failure warns instead of stopping training."""
+    """Logs rank 0's metrics to the trial's run; tracking never stops training.
+
+    The sweep's tracker has an outbox: during an outage it keeps the metrics there, with their steps
+    and times, warns once and returns at once; they are delivered when the server answers again (or by
+    `ardm sync`). What still fails here, MLflow refusing a batch or an outage with a tracker that has
+    no outbox, is warned about once and dropped: the tracking server is not worth a lost training run.
+    """
 
     def __init__(self, tracker: SweepTracker, run_id: str) -> None:
         self.tracker, self.run_id, self.warned = tracker, run_id, False
@@ -39,9 +47,9 @@ class _MetricsToMlflow:
     def __call__(self, metrics: dict, step: int | None) -> None:
         try:
             self.tracker.log_metrics(self.run_id, metrics, step=step)
-        except Exception as err:  # the tracking server is not worth a lost training run
+        except Exception as err:
             if not self.warned:
-                warnings.warn(f"MLflow logging failed, training goes on: {err}", stacklevel=2)
+                warnings.warn(f"MLflow logging failed, training goes on without these metrics: {err}", stacklevel=2)
                 self.warned = True
 
 
@@ -90,14 +98,39 @@ def train_worker(loop_config: dict) -> None:
             to_mlflow(found, cfg.train.steps)
             return found
 
-        resume_from = None
-        previous = ray.train.get_checkpoint()
-        if previous is not None:
-            previous.to_directory(str(Path(scratch) / "resume"))
-            resume_from = Path(scratch) / "resume" / CHECKPOINT_FILE
-        train(
+        resume_from, resumed_step = _resume_point(loop_config.get("resume_from"), Path(scratch) / "resume")
+        if resumed_step is not None and to_mlflow is not None:  # say from where, in the trial's run
+            to_mlflow({"resumed_from_step": resumed_step}, resumed_step)
+        result = train(
             model, shard.images, cfg.train, device=device, checkpoint_path=local / CHECKPOINT_FILE,
             resume_from=resume_from, rank=rank, wrap=wrap, on_log=on_log, on_checkpoint=on_checkpoint,
             extra={"data": cfg.data.spec, "data_uri": loop_config["data_uri"], "world_size": world},
             progress=False,
         )
+        if resumed_step is not None and resumed_step >= cfg.train.steps:
+            # The run had finished before this restart: nothing was trained, so report its final
+            # checkpoint again, with the test bpd, for this Train run's result to carry it.
+            path = None
+            if rank == 0:
+                local.mkdir(parents=True, exist_ok=True)
+                path = Path(shutil.copy(resume_from, local / CHECKPOINT_FILE))
+            on_checkpoint(path, {**result.metrics, "step": result.step})
+
+
+def _resume_point(fallback: str | None, folder: Path) -> tuple[Path | None, int | None]:
+    """(local checkpoint file, its step) to resume from, or (None, None) for a fresh start.
+
+    Ray Train's latest registered checkpoint comes first (a restarted worker group, or a Train run
+    with the same name restored from its snapshot); else `fallback`, the newest readable checkpoint
+    the trial found in its Train run's folder (a sweep resumed after its driver was interrupted).
+    """
+    previous = ray.train.get_checkpoint()
+    if previous is not None:
+        previous.to_directory(str(folder))
+    elif fallback is not None:
+        fs, path = filesystem(fallback)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / CHECKPOINT_FILE).write_bytes(fs.open_input_file(path).read())
+    else:
+        return None, None
+    return folder / CHECKPOINT_FILE, int(load_checkpoint(folder / CHECKPOINT_FILE)["step"])

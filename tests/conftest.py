@@ -5,12 +5,13 @@ import os
 
 import pytest
 import torch
-from mlflow_server import mlflow_server  # noqa: F401  (session fixture: a real `mlflow server` process)
 
 from ardm.data import load_dataset
 from ardm.model import ModelSpec, build_ardm
 from ardm.networks import get_preset
 from ardm.train import TrainConfig, train
+
+from mlflow_server import mlflow_server  # noqa: F401  (session fixture: a real `mlflow server` process)
 
 
 @pytest.fixture(scope="session")

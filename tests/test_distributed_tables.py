@@ -21,8 +21,8 @@ def test_step_ranges_cover_every_step_on_call_boundaries():
 def test_one_range_and_four_ranges_agree_exactly(ray_cluster, trained_digits, tmp_path):
     model, _ = trained_digits
     ckpt = checkpoint_of(model, tmp_path / "c.pt")
-    data = str(tmp_path / "data")
-    convert_dataset("digits", data, 1000)
+    convert_dataset("digits", str(tmp_path / "data"), 1000)
+    data = f"parquet:{tmp_path / 'data'}"
     kwargs = {"num_steps": model.num_steps, "samples_per_step": 3, "steps_per_call": 8, "seed": 5, "max_images": 60}
     one = distributed_step_table(str(ckpt), data, str(tmp_path / "one"), num_ranges=1, **kwargs)
     four = distributed_step_table(str(ckpt), data, str(tmp_path / "four"), num_ranges=4, **kwargs)

@@ -1,54 +1,33 @@
 """Integration: tiny sweeps on a real two-node local Ray cluster against a real `mlflow server`."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import mlflow
+import pyarrow.parquet as pq
 import pytest
-import yaml
 
 from orchestrator.cli import main
 
+from sweep_files import TINY, sweep_runs, write_sweep
+
 pytestmark = pytest.mark.slow
 
-TINY = {
-    "sweep": {"name": "tiny"},
-    "data": {"spec": "digits"},
-    "model": {"preset": "cpu-tiny", "branching": {"grid": [17, 4]}, "parameterization": "data"},
-    "train": {"steps": 6, "batch_size": 8, "checkpoint_every": 3, "log_every": 2, "learning_rate": 0.002,
-              "ema_decay": 0.9},
-    "eval": {"samples_per_image": 1, "max_images": 40},
-    "resources": {"workers_per_trial": 2, "cpus_per_worker": 1, "gpus_per_worker": 0},
-    "failure": {"train_max_failures": 1, "trial_max_failures": 0},
-}
-
-
-def _write(tmp_path: Path, name: str, config: dict, tracking: str) -> Path:
-    config = {**config, "sweep": {"name": name}, "tracking": {"uri": tracking},
-              "storage": {"path": str(tmp_path / "storage")}}
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def _runs(uri: str, experiment: str):
-    client = mlflow.MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([exp.experiment_id])
-    parents = [r for r in runs if r.data.tags.get("ardm.role") == "sweep"]
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
-    return client, parents, children
+BUDGET_ARTIFACTS = {"budget_bpd.parquet", "budget_bpd.csv", "budget_bpd.png", "policies.json", "step_table.parquet",
+                    "step_table.csv", "samples_budget_3.png", "samples_budget_8.png"}
+REPORT_ARTIFACTS = {"report.html", "report.md", "report.parquet", "budget_bpd.png"}
 
 
 def test_tiny_sweep_tracks_parent_and_nested_runs(ray_cluster, mlflow_server, tmp_path, capsys):
-    path = _write(tmp_path, "tiny-sweep", TINY, mlflow_server)
+    path = write_sweep(tmp_path, "tiny-sweep", TINY, mlflow_server)
     assert main(["sweep", str(path)]) == 0
     summary = capsys.readouterr().out
-    assert summary.count(" bpd") == 2 and "unfinished" not in summary and mlflow_server in summary
-    client, parents, children = _runs(mlflow_server, "tiny-sweep")
+    assert len(re.findall(r"test \d\.\d+ ± \d\.\d+ bpd\n", summary)) == 2
+    assert "unfinished" not in summary and mlflow_server in summary
+    client, parents, children = sweep_runs(mlflow_server, "tiny-sweep")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert parents[0].data.metrics["trials"] == 2 and parents[0].data.metrics["trials_failed"] == 0
     assert sorted(r.data.params["model.branching"] for r in children) == ["17", "4"]
@@ -62,6 +41,16 @@ def test_tiny_sweep_tracks_parent_and_nested_runs(ray_cluster, mlflow_server, tm
         assert run.data.metrics["wall_time_s"] > 0
         artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")]
         assert artifacts == ["checkpoint/checkpoint.pt"]
+        _check_postprocessed(client, run)
+    _check_report(client, parents[0], children, tmp_path / "storage" / "tiny-sweep" / "report", summary)
+    # Standalone post-processing of a finished trial, by run id, adds budgets to its run.
+    upscale = next(r for r in children if r.data.params["model.branching"] == "4")
+    assert main(["postprocess", upscale.info.run_id, "--tracking-uri", mlflow_server, "--budgets", "5,full",
+                 "--table-samples-per-step", "2", "--max-images", "16", "--sample-grid", "0",
+                 "--out", str(tmp_path / "pp")]) == 0
+    after = client.get_run(upscale.info.run_id).data.metrics
+    assert after["bpd_budget_5_measured"] > 0 and after["bpd_budget_5_joint"] > 0
+    assert after["bpd_budget_3_measured"] == upscale.data.metrics["bpd_budget_3_measured"]
     # Each trial's 2 workers needed more CPUs than one node has free: both nodes were used.
     from ray.util.state import list_actors
 
@@ -69,14 +58,47 @@ def test_tiny_sweep_tracks_parent_and_nested_runs(ray_cluster, mlflow_server, tm
     assert len(nodes) == 2
     # Resuming a finished sweep re-runs nothing and reuses the parent run.
     assert main(["sweep", str(path), "--resume"]) == 0
-    _, parents_after, children_after = _runs(mlflow_server, "tiny-sweep")
+    _, parents_after, children_after = sweep_runs(mlflow_server, "tiny-sweep")
     assert [p.info.run_id for p in parents_after] == [parents[0].info.run_id]
     assert sorted(r.info.run_id for r in children_after) == sorted(r.info.run_id for r in children)
 
 
+def _check_postprocessed(client, run):
+    """Per-budget metrics (optimal predicted and measured, naive, joint for upscale) and artifacts."""
+    m, total = run.data.metrics, int(run.data.metrics["total_steps"])
+    assert total == (64 if run.data.params["model.branching"] == "17" else 3 * 64)
+    for budget in (3, 8, total):
+        for kind in ("predicted", "measured", "naive"):
+            assert m[f"bpd_budget_{budget}_{kind}"] > 0 and m[f"bpd_budget_{budget}_{kind}_stderr"] >= 0
+        assert (f"bpd_budget_{budget}_joint" in m) == (total > 64)
+    # The full budget is every step: its prediction is the table's full-step ELBO.
+    assert m[f"bpd_budget_{total}_predicted"] == pytest.approx(m["full_elbo_bpd"])
+    names = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "postprocess")}
+    assert names | {f"samples_budget_{total}.png"} >= BUDGET_ARTIFACTS
+    assert f"samples_budget_{total}.png" in names
+
+
+def _check_report(client, parent, children, folder, summary):
+    """The report on the parent run and in the local folder holds the trials' own numbers."""
+    assert {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "report")} == REPORT_ARTIFACTS
+    assert f"report: {folder / 'report.html'}" in summary
+    rows = {r["run_id"]: r for r in pq.read_table(folder / "report.parquet").to_pylist()}
+    assert sorted(rows) == sorted(r.info.run_id for r in children)
+    for run in children:
+        row, m = rows[run.info.run_id], run.data.metrics
+        assert row["status"] == "finished" and row["total_steps"] == m["total_steps"]
+        assert row["train_time_s"] == m["wall_time_s"] and row["full_elbo_bpd"] == m["full_elbo_bpd"]
+        for budget in (3, 8):
+            assert row[f"bpd_budget_{budget}"] == m[f"bpd_budget_{budget}_measured"]
+            assert row[f"bpd_budget_{budget}_stderr"] == m[f"bpd_budget_{budget}_measured_stderr"]
+        assert row["bpd_all_steps"] == m[f"bpd_budget_{int(m['total_steps'])}_measured"]
+    text = (folder / "report.md").read_text()
+    assert all(f"{rows[r.info.run_id]['bpd_budget_8']:.3f}" in text for r in children)
+
+
 def test_sweep_file_runs_as_ray_submit_runs_it(ray_cluster, mlflow_server, tmp_path):
     """`ray submit` copies the file alone to the head's home and runs `python file.yaml ARGS`."""
-    path = _write(tmp_path, "submitted", TINY, mlflow_server)
+    path = write_sweep(tmp_path, "submitted", {**TINY, "postprocess": {"enabled": False}}, mlflow_server)
     alone = tmp_path / "home"
     alone.mkdir()
     shutil.copy(path, alone / "submitted.yaml")
@@ -91,13 +113,13 @@ def test_sweep_file_runs_as_ray_submit_runs_it(ray_cluster, mlflow_server, tmp_p
         cwd=alone, env=env, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    _, parents, children = _runs(mlflow_server, "submitted")
+    _, parents, children = sweep_runs(mlflow_server, "submitted")
     assert len(parents) == 1 and len(children) == 1
     assert children[0].data.params["model.branching"] == "4" and children[0].data.params["train.steps"] == "2"
 
 
 def test_unreachable_tracking_server_fails_before_ray_work(tmp_path, capsys):
-    path = _write(tmp_path, "offline", TINY, "http://127.0.0.1:9")
+    path = write_sweep(tmp_path, "offline", TINY, "http://127.0.0.1:9")
     assert main(["sweep", str(path)]) == 2
     err = capsys.readouterr().err
     assert "http://127.0.0.1:9" in err and "unreachable" in err and len(err.strip().splitlines()) == 1

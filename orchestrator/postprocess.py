@@ -1,0 +1,260 @@
+"""Post-processing of one trained model on Ray: step table, DP policies per budget, measured bpd.
+
+    1. the per-step table l_{j,t} on the test split, in step ranges as Ray tasks (orchestrator.tables);
+    2. the DP policies for every budget on the driver (ardm.budgets.budget_policies: per-stage
+       equal budgets as in the paper, the joint allocation for upscale models, the naive baseline);
+    3. one Ray task per budget that measures each policy's bpd on the test split and draws a
+       sample grid with the optimal policy. The every-step policy (the full budget) costs the
+       negative ELBO, measured by its unbiased random-step estimate rather than S*D calls per image.
+
+Results land in `out` (a path, or a URI) under a folder named by a hash of the model's identity,
+the data and every setting but the budgets: tables/parts/*.parquet, tables/step_table.parquet,
+budgets/budget-<k>.json and samples_budget_<k>.png. A part or budget file already there is
+reused, so a resumed or repeated run only computes what is missing, and adding budgets later only
+measures the new ones; other settings or another model start afresh. The curve
+(budget_bpd.parquet/.csv/.png, policies.json), the table (Parquet and CSV) and the grids are
+gathered in <out>/artifacts for MLflow.
+
+MLflow metrics of a trial (bits per dimension; k is a budget in network calls):
+    bpd_budget_<k>_predicted (+_stderr)   the DP policy's cost under the table (equal split)
+    bpd_budget_<k>_measured (+_stderr)    that policy's measured bpd on test images
+    bpd_budget_<k>_naive (+_stderr)       evenly spaced chunks, measured
+    bpd_budget_<k>_joint (+_stderr)       the jointly allocated DP policy, measured (S > 1 only)
+    full_elbo_bpd (+_stderr), total_steps the every-step model from the table, and S*D
+    compressed_bpd_<k>                    with postprocess.compression.budgets: the real rANS-coded size
+                                          of the first test images under the optimal policy (payload
+                                          bits per dimension), beside bpd_budget_<k>_* of the same model
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pyarrow.csv as pacsv
+import pyarrow.fs as pafs
+import ray
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from ardm.budgets import BudgetCurve, budget_policies, curve_row, save_budget_curve
+from ardm.checkpoint import check_data_fits, load_checkpoint, load_model
+from ardm.compression import choose_order, compressed_bpd
+from ardm.config import ConfigError
+from ardm.data import load_dataset
+from ardm.evaluate import Estimate, estimate_nelbo, measure_policy
+from ardm.images import save_grid
+from ardm.sampling import sample
+from ardm.storage import filesystem, write_atomic
+from ardm.tables import model_identity
+from orchestrator.cluster import connect_ray
+from orchestrator.config import PostprocessSection
+from orchestrator.tables import OUTSIDE_TRIAL, distributed_step_table
+from orchestrator.tracking import CHECKPOINT_TAG, DATA_TAG, SweepTracker, TrackingError, check_tracking
+
+# Random steps per image (times orders_per_image) for the measured bpd of the every-step policy.
+FULL_BUDGET_DRAWS = 16
+# MLflow metric suffix of each policy's measured bpd.
+MEASURED_KEY = {"optimal": "measured", "naive": "naive", "optimal-joint": "joint"}
+
+
+@dataclass
+class Postprocessed:
+    """curve: the budget curve; metrics: the MLflow metrics above; folder: a local folder holding
+    the artifacts to log (step_table.parquet/.csv, budget_bpd.*, policies.json, sample grids)."""
+
+    curve: BudgetCurve
+    metrics: dict[str, float]
+    folder: Path
+
+
+def _read_json(uri: str) -> dict | None:
+    fs, path = filesystem(uri)
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    return json.loads(fs.open_input_file(path).read())
+
+
+@ray.remote(max_retries=3)
+def _measure_budget(checkpoint: str, data: str, budget: int, policies: dict[str, list[list[int]]],
+                    settings: dict, seed: int, out: str) -> dict:
+    """Measure each policy of one budget on the test split and draw a sample grid; write both."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load_model(checkpoint, ema=True, map_location=device)
+    images = load_dataset(data, "test").images[: settings["max_images"] or None]
+    by_policy: dict[str, dict] = {}  # policies that coincide (e.g. every policy at the full budget) run once
+    for policy in policies.values():
+        key = json.dumps(policy)
+        if key in by_policy:
+            continue
+        if all(len(starts) == model.num_variables for starts in policy):
+            # Every step, one call each: the cost is the negative ELBO, E_sigma[-log2 p(x | sigma)] / D.
+            # Its unbiased one-random-step estimate needs FULL_BUDGET_DRAWS calls per image instead of S*D.
+            est = estimate_nelbo(model, images, FULL_BUDGET_DRAWS * settings["orders_per_image"], seed=seed)
+        else:
+            est = measure_policy(model, images, policy, settings["orders_per_image"], seed=seed)
+        by_policy[key] = asdict(est)
+    measured = {name: by_policy[json.dumps(policy)] for name, policy in policies.items()}
+    if settings["sample_grid"]:
+        grid = sample(model, settings["sample_grid"], policy=policies["optimal"], seed=seed)
+        with tempfile.TemporaryDirectory() as scratch:
+            png = save_grid(grid, model.spec.num_classes, Path(scratch) / "grid.png")
+            fs, path = filesystem(f"{out}/samples_budget_{budget}.png")
+            write_atomic(fs, path, png.read_bytes())
+    result = {"budget": budget, "policies": policies, "measured": measured}
+    fs, path = filesystem(f"{out}/budgets/budget-{budget}.json")
+    write_atomic(fs, path, json.dumps(result).encode())
+    return result
+
+
+@ray.remote(max_retries=3)
+def _compress_budget(checkpoint: str, data: str, budget: int, policy: list[list[int]], settings: dict,
+                     out: str) -> dict:
+    """Compress the first test images under one budget's optimal policy, the order chosen on
+    training images; write and return {"budget", "policy", "settings", "order_seed", "bpd", "bits"}."""
+    model = load_model(checkpoint, ema=True)  # on the CPU: the coder needs reproducible floats
+    order = choose_order(model, load_dataset(data, "train").images[: settings["order_images"]], policy,
+                         settings["orders"])
+    bpd, bits = compressed_bpd(model, load_dataset(data, "test").images[: settings["max_images"]], policy,
+                               order.seed)
+    result = {"budget": budget, "policy": policy, "settings": settings, "order_seed": order.seed, "bpd": bpd,
+              "bits": bits.tolist()}
+    fs, path = filesystem(f"{out}/compression/budget-{budget}.json")
+    write_atomic(fs, path, json.dumps(result).encode())
+    return result
+
+
+def postprocess_checkpoint(
+    checkpoint: str, data: str, out: str, settings: PostprocessSection, seed: int = 0, use_gpu: bool = False
+) -> Postprocessed:
+    """Run the whole post-processing of one checkpoint's EMA model on Ray (orchestrator.cluster).
+
+    checkpoint: a path every node can read; data: a dataset spec every node can read (its test
+    split is used); out: folder (path or URI) for every result. Budgets outside S..S*D for this
+    model raise ConfigError.
+    """
+    model = load_model(checkpoint, ema=True)
+    try:
+        budgets = settings.resolve_budgets(model.num_stages, model.num_steps)
+        compress_at = settings.resolve_compression_budgets(model.num_stages, model.num_steps)
+    except ValueError as err:
+        raise ConfigError(f"{checkpoint}: {err}") from None
+    test = load_dataset(data, "test")
+    check_data_fits(model.spec, test.shape, test.num_classes, data)
+    connect_ray()  # only now: bad input fails before anything starts
+    # Results are kept per (model, data, settings but the budgets): reused only where they still hold.
+    key = {"model": model_identity(model), "data": data, "seed": seed,
+           **{k: v for k, v in asdict(settings).items()
+              if k not in ("budgets", "enabled", "table_ranges", "compression")}}
+    work = f"{out}/{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]}"
+    table = distributed_step_table(
+        checkpoint, data, f"{work}/tables", model.num_steps, settings.table_ranges,
+        settings.table_samples_per_step, settings.steps_per_call, seed, "test", settings.max_images, use_gpu,
+    )
+    policies = budget_policies(table.matrix("nll_bits"), sorted({*budgets, *compress_at}), settings.sort_decreasing)
+    task = _measure_budget.options(num_gpus=1 if use_gpu else 0, num_cpus=1, scheduling_strategy=OUTSIDE_TRIAL)
+    task_settings = {k: getattr(settings, k) for k in ("max_images", "orders_per_image", "sample_grid")}
+    results, pending = {}, []
+    compression = asdict(settings.compression) | {"budgets": None}
+    compressed, compressing = {}, []
+    for budget in compress_at:
+        done = _read_json(f"{work}/compression/budget-{budget}.json")
+        if done is not None and done["policy"] == policies[budget, "optimal"] and done["settings"] == compression:
+            compressed[budget] = done
+        else:
+            compressing.append(_compress_budget.options(num_cpus=1, scheduling_strategy=OUTSIDE_TRIAL).remote(
+                checkpoint, data, budget, policies[budget, "optimal"], compression, work))
+    for budget in budgets:
+        wanted = {name: starts for (b, name), starts in policies.items() if b == budget}
+        done = _read_json(f"{work}/budgets/budget-{budget}.json")
+        if done is not None and done["policies"] == wanted:
+            results[budget] = done
+        else:
+            pending.append(task.remote(checkpoint, data, budget, wanted, task_settings, seed, work))
+    results |= {r["budget"]: r for r in ray.get(pending)}
+    compressed |= {r["budget"]: r for r in ray.get(compressing)}
+    rows = [
+        curve_row(table, budget, name, starts, Estimate(**results[budget]["measured"][name]),
+                  settings.sort_decreasing)
+        for (budget, name), starts in policies.items() if budget in results
+    ]
+    curve = BudgetCurve(rows=rows, policies=policies, full_elbo=table.full_elbo_bpd())
+    folder = _local_folder(out)
+    save_budget_curve(curve, folder, title=f"{model.upscaler}: budget vs bpd")
+    pacsv.write_csv(table.to_arrow(), folder / "step_table.csv")
+    for name in ["tables/step_table.parquet"] + [f"samples_budget_{b}.png" for b in budgets]:
+        _copy_to_local(f"{work}/{name}", folder / Path(name).name)
+    metrics = curve_metrics(curve, model.num_steps)
+    for budget, done in compressed.items():
+        metrics[f"compressed_bpd_{budget}"] = done["bpd"]
+        metrics[f"compressed_order_seed_{budget}"] = float(done["order_seed"])
+    if compressed:
+        (folder / "compression.json").write_text(json.dumps(list(compressed.values())))
+    return Postprocessed(curve=curve, metrics=metrics, folder=folder)
+
+
+def curve_metrics(curve: BudgetCurve, total_steps: int) -> dict[str, float]:
+    """The MLflow metrics of a budget curve (see the module docstring)."""
+    metrics = {"full_elbo_bpd": curve.full_elbo[0], "full_elbo_stderr": curve.full_elbo[1],
+               "total_steps": float(total_steps)}
+    for r in curve.rows:
+        key = f"bpd_budget_{r['budget']}_{MEASURED_KEY[r['policy']]}"
+        metrics[key], metrics[f"{key}_stderr"] = r["measured_bpd"], r["measured_stderr"]
+        if r["policy"] == "optimal":
+            prefix = f"bpd_budget_{r['budget']}_predicted"
+            metrics[prefix], metrics[f"{prefix}_stderr"] = r["predicted_bpd"], r["predicted_stderr"]
+    return metrics
+
+
+def _local_folder(out: str) -> Path:
+    """Where the artifacts to log are gathered: <out>/artifacts for a local `out`, else a temporary folder."""
+    folder = Path(tempfile.mkdtemp(prefix="ardm-postprocess-")) if "://" in out else Path(out) / "artifacts"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _copy_to_local(uri: str, local: Path) -> None:
+    fs, path = filesystem(uri)
+    if fs.get_file_info(path).type == pafs.FileType.File:
+        local.write_bytes(fs.open_input_file(path).read())
+
+
+@dataclass
+class Target:
+    """What `ardm postprocess RUN` works on: a checkpoint file, the dataset spec it trained on, and
+    the trial's MLflow run (tracker and run id) when RUN named one."""
+
+    checkpoint: str
+    data: str | None
+    tracker: SweepTracker | None = None
+    run_id: str | None = None
+
+
+def find_target(run: str, tracking_uri: str, download_to: Path) -> Target:
+    """RUN as a checkpoint path/URI, or as an MLflow run id at `tracking_uri` whose checkpoint is
+    its ardm.checkpoint tag (or, where that path is not readable here, its checkpoint artifact,
+    downloaded into `download_to`)."""
+    if "://" in run or Path(run).exists():
+        extra = load_checkpoint(run).get("extra", {})
+        data = f"parquet:{extra['data_uri']}" if extra.get("data_uri") else extra.get("data")
+        return Target(checkpoint=run, data=data)
+    check_tracking(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    try:
+        found = client.get_run(run)
+    except MlflowException:
+        raise TrackingError(f"{run}: neither a checkpoint file nor a run id at {tracking_uri}") from None
+    experiment = client.get_experiment(found.info.experiment_id).name
+    checkpoint = found.data.tags.get(CHECKPOINT_TAG)
+    if checkpoint is None:
+        raise TrackingError(f"{tracking_uri}: run {run} has no checkpoint (tag {CHECKPOINT_TAG}): not a finished trial")
+    if "://" not in checkpoint and not Path(checkpoint).is_file():
+        download_to.mkdir(parents=True, exist_ok=True)
+        checkpoint = client.download_artifacts(run, f"checkpoint/{Path(checkpoint).name}", str(download_to))
+    return Target(checkpoint=checkpoint, data=found.data.tags.get(DATA_TAG),
+                  tracker=SweepTracker(tracking_uri, experiment), run_id=run)

@@ -1,0 +1,103 @@
+"""`ardm sync [--outbox DIR ...] [--tracking-uri URI]`: deliver tracking calls kept during an MLflow outage.
+
+A sweep's tracker keeps the calls it could not make (metrics, tags, end of run, artifacts) in an outbox
+folder (see orchestrator/outbox.py) and delivers them itself once the server answers again. What is
+left when the sweep's processes have ended, because the server did not come back in time, is delivered
+here, run by run and in order, and removed from the outbox. Each outbox file names the tracking URI
+its calls were meant for; `--tracking-uri` sends them elsewhere instead (the same server under another
+address, e.g. through `ray attach cluster.yaml -p 5000`).
+
+Outboxes live on the machine that kept the calls: with storage on local disks of several nodes, run
+`ardm sync` on each node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import mlflow
+
+from orchestrator.config import StorageSection, SweepConfig
+from orchestrator.outbox import OUTBOX_FOLDER, Outbox
+from orchestrator.tracking import TrackingError, check_tracking
+
+
+def sweep_outbox(cfg: SweepConfig) -> str:
+    """Where a sweep's trackers keep calls during an outage: `<storage>/<sweep>/tracking-outbox`.
+
+    An outbox needs a file system with locks, so with storage on an object store (s3://...) it is
+    `runs/sweeps/<sweep>/tracking-outbox` under the working directory of each process instead (the
+    driver's path, created on each node that needs it).
+    """
+    storage = cfg.storage.path if "://" not in cfg.storage.path else str(Path(StorageSection.path).absolute())
+    return f"{storage}/{cfg.sweep.name}/{OUTBOX_FOLDER}"
+
+
+def default_outboxes() -> list[Path]:
+    """The outboxes of the sweeps stored in the default storage folder (`runs/sweeps/*/tracking-outbox`)."""
+    return sorted(Path(StorageSection.path).glob(f"*/{OUTBOX_FOLDER}"))
+
+
+def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `ardm sync [--outbox DIR ...] [--tracking-uri URI]`."""
+    parser.add_argument(
+        "--outbox",
+        action="append",
+        metavar="DIR",
+        help=f"an outbox folder (repeatable); default: every {StorageSection.path}/*/{OUTBOX_FOLDER}",
+    )
+    parser.add_argument(
+        "--tracking-uri", metavar="URI", help="deliver to this MLflow server instead of the URI each outbox file names"
+    )
+
+
+def sync_outbox(outbox: Outbox, tracking_uri: str | None = None) -> int:
+    """Deliver every run's calls in `outbox`, printing one line per run; the number of runs left undelivered."""
+    left = 0
+    clients: dict[str, mlflow.MlflowClient] = {}
+    for run_id in outbox.runs():
+        uri = tracking_uri or outbox.tracking_uri(run_id)
+        if uri is None:
+            print(
+                f"ardm: {outbox.folder}: run {run_id}: no tracking URI recorded, pass --tracking-uri", file=sys.stderr
+            )
+            left += 1
+            continue
+        try:
+            if uri not in clients:
+                check_tracking(uri)  # an unreachable server fails in seconds, not after MLflow's retries
+                clients[uri] = mlflow.MlflowClient(tracking_uri=uri)
+            print(outbox.deliver(clients[uri], run_id, fail_fast=False))
+        except TrackingError as err:
+            print(f"ardm: {err}; run {run_id} stays in {outbox.folder}", file=sys.stderr)
+            left += 1
+    return left
+
+
+def run_sync(args: argparse.Namespace) -> int:
+    """`ardm sync`: 0 when everything was delivered (or nothing was waiting), 1 if some runs are left in
+    their outbox (server unreachable, run unknown), 2 on bad input."""
+    folders = [Path(folder) for folder in args.outbox] if args.outbox else default_outboxes()
+    missing = [folder for folder in folders if not folder.is_dir()]
+    if missing:
+        print(f"ardm: error: {missing[0]}: no such outbox folder", file=sys.stderr)
+        return 2
+    if not folders:
+        print(f"ardm: nothing to deliver: no {OUTBOX_FOLDER} folder under {StorageSection.path}/ (see --outbox)")
+        return 0
+    left = 0
+    for folder in folders:
+        outbox = Outbox(folder)
+        if not outbox.runs():
+            print(f"{folder}: nothing to deliver")
+            continue
+        left += sync_outbox(outbox, args.tracking_uri)
+    if left:
+        print(
+            f"ardm: {left} run(s) not delivered; their calls stay in the outbox for the next `ardm sync`",
+            file=sys.stderr,
+        )
+        return 1
+    return 0

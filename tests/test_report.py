@@ -1,0 +1,113 @@
+"""The sweep report from MLflow runs: rows equal the runs' metrics, failed and unfinished trials are
+shown, and the HTML renders in headless Chromium with its table and plot."""
+
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from orchestrator.cli import main
+from orchestrator.report import build_report
+from orchestrator.tracking import SweepTracker, default_tracking_uri
+
+TRIALS = {
+    # name: (status, metrics, failure reason)
+    "branching=256_a": ("FINISHED", {"total_steps": 192, "full_elbo_bpd": 5.4, "full_elbo_stderr": 0.05,
+                                     "wall_time_s": 120.0, "bpd_budget_4_measured": 7.1,
+                                     "bpd_budget_4_measured_stderr": 0.1, "bpd_budget_20_measured": 5.9,
+                                     "bpd_budget_20_measured_stderr": 0.06, "bpd_budget_192_measured": 5.41,
+                                     "bpd_budget_192_measured_stderr": 0.05}, None),
+    "branching=4_b": ("FINISHED", {"total_steps": 768, "full_elbo_bpd": 4.9, "full_elbo_stderr": 0.07,
+                                   "wall_time_s": 130.0, "bpd_budget_4_measured": 6.2,
+                                   "bpd_budget_4_measured_stderr": 0.08, "bpd_budget_20_measured": 5.3,
+                                   "bpd_budget_20_measured_stderr": 0.07, "bpd_budget_768_measured": 4.93,
+                                   "bpd_budget_768_measured_stderr": 0.07}, None),
+    "branching=2_c": ("FAILED", {}, "RuntimeError: CUDA out of memory"),
+    "branching=8_d": ("RUNNING", {"train_bpd": 6.0}, None),
+}
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    tracker = SweepTracker(default_tracking_uri(tmp_path), "report-test")
+    parent = tracker.start_sweep("report-test", {"sweep": {"name": "report-test"}})
+    for name, (status, metrics, reason) in TRIALS.items():
+        run_id = tracker.trial_run(parent, name, {"model": {"branching": int(name.split("=")[1][:-2])}})
+        tracker.set_tags(run_id, {"ardm.configuration": name[:-2]})
+        tracker.log_metrics(run_id, metrics)
+        if status != "RUNNING":
+            tracker.end_run(run_id, status, reason)
+    return tracker, parent
+
+
+def test_report_rows_equal_the_runs_metrics_and_show_every_trial(sweep, tmp_path):
+    tracker, parent = sweep
+    report = build_report(tracker, parent, tmp_path / "report")
+    assert report.budgets == [4, 20]  # each model's own full budget is its "all steps" column
+    rows = {r["trial"]: r for r in pq.read_table(tmp_path / "report" / "report.parquet").to_pylist()}
+    assert sorted(rows) == sorted(TRIALS)
+    for name, (_, metrics, _) in TRIALS.items():
+        if "total_steps" in metrics:
+            row, total = rows[name], int(metrics["total_steps"])
+            assert row["bpd_budget_4"] == metrics["bpd_budget_4_measured"]
+            assert row["bpd_budget_20_stderr"] == metrics["bpd_budget_20_measured_stderr"]
+            assert row["bpd_all_steps"] == metrics[f"bpd_budget_{total}_measured"]
+            assert row["full_elbo_bpd"] == metrics["full_elbo_bpd"] and row["train_time_s"] == metrics["wall_time_s"]
+    assert rows["branching=2_c"]["status"] == "failed" and "out of memory" in rows["branching=2_c"]["reason"]
+    assert rows["branching=8_d"]["status"] == "unfinished" and rows["branching=8_d"]["bpd_budget_4"] is None
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "failed: RuntimeError: CUDA out of memory" in text and "| branching=8 | unfinished |" in text
+    assert "| branching=4 | finished | 6.200 ± 0.080 | 5.300 ± 0.070 | 4.930 ± 0.070 | 4.900 ± 0.070 | 768 |" in text
+    logged = {a.path for a in tracker.client.list_artifacts(parent, "report")}
+    assert logged == {f"report/{n}" for n in ("report.html", "report.md", "report.parquet", "budget_bpd.png")}
+
+
+def test_report_cli_and_errors(sweep, tmp_path, capsys):
+    uri = default_tracking_uri(tmp_path)
+    assert main(["report", "report-test", "--tracking-uri", uri, "--out", str(tmp_path / "cli"), "--no-log"]) == 0
+    assert str(tmp_path / "cli" / "report.html") in capsys.readouterr().out
+    assert main(["report", "nope", "--tracking-uri", uri]) == 2
+    err = capsys.readouterr().err
+    assert "no experiment named 'nope'" in err and len(err.strip().splitlines()) == 1
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium")
+    if found is None:
+        if os.environ.get("ARDM_SKIP_BROWSER") == "1":
+            pytest.skip("ARDM_SKIP_BROWSER=1 and no chromium")
+        pytest.fail("chromium not found: `make test` installs Debian's chromium (or set ARDM_SKIP_BROWSER=1)")
+    return found
+
+
+def _chromium_run(args: list[str], profile) -> subprocess.CompletedProcess:
+    # Without the background-networking flags Chromium keeps trying to reach Google on a closed network.
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={profile}", "--hide-scrollbars", "--window-size=1400,1300"]
+    return subprocess.run([_chromium(), *flags, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_html_report_renders_table_and_plot_in_headless_chromium(sweep, tmp_path):
+    tracker, parent = sweep
+    report = build_report(tracker, parent, tmp_path / "report", log=False)
+    url = report.html.as_uri()
+    dom = _chromium_run(["--dump-dom", url], tmp_path / "profile-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert dom.stdout.count("<tr class=") == len(TRIALS) and 'id="plot"' in dom.stdout
+    shot = tmp_path / "shot.png"
+    run = _chromium_run([f"--screenshot={shot}", url], tmp_path / "profile-shot")
+    assert run.returncode == 0 and shot.is_file(), run.stderr[-2000:]
+    pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3).astype(int)
+
+    def count(rgb: tuple[int, int, int], tolerance: int = 12) -> int:
+        return int((np.abs(pixels - rgb).max(1) <= tolerance).sum())
+
+    # The plot drew the two finished trials' curves (rows 0 and 2: matplotlib's colours C0 and C2),
+    # and the table's failed and unfinished rows got their backgrounds: both really rendered.
+    assert count((0x1F, 0x77, 0xB4)) > 200 and count((0x2C, 0xA0, 0x2C)) > 200
+    assert count((0xFD, 0xE2, 0xE2)) > 2000 and count((0xFF, 0xF4, 0xD6)) > 2000
