@@ -136,8 +136,9 @@ class PostprocessSection:
     budgets: network calls per generation ("full" is the model's step count S*D); the step table
     gets table_samples_per_step (image, order) draws per step, in table_ranges Ray tasks of whole
     multiples of steps_per_call steps; each policy's bpd is measured with orders_per_image random
-    orders per image on max_images test images (0: all); sample_grid images are drawn per budget
-    (0: no grids); sort_decreasing sorts the table before the DP, as the paper does.
+    orders per image on max_images test images (0: all; else spread evenly over the split);
+    sample_grid images are drawn per budget (0: no grids); sort_decreasing sorts the table before
+    the DP, as the paper does.
     """
 
     enabled: bool = True

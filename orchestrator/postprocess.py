@@ -52,7 +52,7 @@ from ardm.storage import filesystem, write_atomic
 from ardm.tables import model_identity
 from orchestrator.cluster import connect_ray
 from orchestrator.config import PostprocessSection
-from orchestrator.tables import OUTSIDE_TRIAL, distributed_step_table
+from orchestrator.tables import OUTSIDE_TRIAL, distributed_step_table, held_out
 from orchestrator.tracking import CHECKPOINT_TAG, DATA_TAG, SweepTracker, TrackingError, check_tracking
 
 # Random steps per image (times orders_per_image) for the measured bpd of the every-step policy.
@@ -86,7 +86,7 @@ def _measure_budget(checkpoint: str, data: str, budget: int, policies: dict[str,
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_model(checkpoint, ema=True, map_location=device)
-    images = load_dataset(data, "test").images[: settings["max_images"] or None]
+    images = held_out(data, "test", settings["max_images"])
     by_policy: dict[str, dict] = {}  # policies that coincide (e.g. every policy at the full budget) run once
     for policy in policies.values():
         key = json.dumps(policy)
@@ -118,10 +118,8 @@ def _compress_budget(checkpoint: str, data: str, budget: int, policy: list[list[
     """Compress the first test images under one budget's optimal policy, the order chosen on
     training images; write and return {"budget", "policy", "settings", "order_seed", "bpd", "bits"}."""
     model = load_model(checkpoint, ema=True)  # on the CPU: the coder needs reproducible floats
-    order = choose_order(model, load_dataset(data, "train").images[: settings["order_images"]], policy,
-                         settings["orders"])
-    bpd, bits = compressed_bpd(model, load_dataset(data, "test").images[: settings["max_images"]], policy,
-                               order.seed)
+    order = choose_order(model, held_out(data, "train", settings["order_images"]), policy, settings["orders"])
+    bpd, bits = compressed_bpd(model, held_out(data, "test", settings["max_images"]), policy, order.seed)
     result = {"budget": budget, "policy": policy, "settings": settings, "order_seed": order.seed, "bpd": bpd,
               "bits": bits.tolist()}
     fs, path = filesystem(f"{out}/compression/budget-{budget}.json")

@@ -128,8 +128,9 @@ def _table(report: Report) -> tuple[list[str], list[list[str]]]:
     return header, cells
 
 
-_NOTE = ("bpd: measured bits per dimension on the test split ± standard error, under the DP policy "
-         "with the budget (network calls) split evenly over stages; full-step ELBO: from the step table.")
+_NOTE = ("bpd: measured bits per dimension ± standard error on the post-processing's test images "
+         "(postprocess.max_images, spread over the test split), under the DP policy with the budget "
+         "(network calls) split evenly over stages; full-step ELBO: from the step table on the same images.")
 
 
 def _markdown(report: Report, title: str, header: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from itertools import pairwise
 
+import numpy as np
 import pyarrow.fs as pafs
 import ray
 
@@ -33,6 +34,18 @@ def step_ranges(num_steps: int, num_ranges: int, steps_per_call: int) -> list[ra
     return [range(a * steps_per_call, min(b * steps_per_call, num_steps)) for a, b in pairwise(edges)]
 
 
+def held_out(data: str, split: str, max_images: int) -> np.ndarray:
+    """uint8 (N, C, H, W): `max_images` images (0: all) of a split, spread evenly over it.
+
+    Evenly spaced rather than the first ones: splits are often ordered (patches by position in
+    their photo, CIFAR by batch), and the first few would not represent the split.
+    """
+    images = load_dataset(data, split).images
+    if not max_images or max_images >= len(images):
+        return images
+    return images[np.linspace(0, len(images) - 1, max_images).round().astype(np.int64)]
+
+
 def _part_uri(out: str, steps: range) -> str:
     return f"{out}/parts/steps-{steps.start:06d}-{steps.stop:06d}.parquet"
 
@@ -49,7 +62,7 @@ def _table_range(checkpoint: str, data: str, split: str, steps: range, samples_p
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_model(checkpoint, ema=True, map_location=device)
-    images = load_dataset(data, split).images[: max_images or None]
+    images = held_out(data, split, max_images)
     part = estimate_step_table(model, images, samples_per_step, steps=steps, steps_per_call=steps_per_call,
                                seed=seed, metadata=metadata)
     return part.save(out_uri)
