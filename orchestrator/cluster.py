@@ -15,6 +15,7 @@ def connect_ray() -> None:
         ray.init(address=os.environ["RAY_ADDRESS"])
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private local instance
-        # One logical CPU more than the machine has: the trial drivers' token shares must not
-        # keep the last worker of a full machine from being placed.
-        ray.init(num_cpus=(os.cpu_count() or 1) + 1)
+        # address="local": a new instance even when another Ray runs on this machine (plain
+        # ray.init() would join that one). One logical CPU more than the machine has: the trial
+        # drivers' token shares must not keep the last worker of a full machine from being placed.
+        ray.init(address="local", num_cpus=(os.cpu_count() or 1) + 1)
