@@ -182,10 +182,11 @@ def finish_sweep(
     """Close the sweep's parent run with a summary of its trials and the sweep report: FINISHED,
     FAILED (some trial failed) or KILLED (interrupted, `unfinished` trials left to resume)."""
     failed = [r for r in results if r.error is not None]
-    best = [r.metrics.get("test_bpd") for r in results if r.error is None and "test_bpd" in r.metrics]
+    best = [r.metrics["test_bpd"] for r in results
+            if r.error is None and math.isfinite((r.metrics or {}).get("test_bpd", math.nan))]
     summary = {"trials": len(results), "trials_failed": len(failed)}
     if best:
-        summary["best_test_bpd"] = min(b for b in best if math.isfinite(b))
+        summary["best_test_bpd"] = min(best)
     tracker.log_metrics(parent_id, summary)
     try:
         report = build_report(tracker, parent_id, folder)
