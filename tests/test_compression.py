@@ -63,8 +63,10 @@ def check_round_trip(model, images, policy, seed, batch_size):
     assert np.array_equal(decompress(model, result.data), images)
     nll = reference_bits(model, images, seed, policy)
     assert result.nll_bits == pytest.approx(nll, rel=1e-4, abs=1e-3)
-    # Sizes track the NLL; constriction's floor of 2^-24 per symbol may even undercut it.
-    assert np.all(result.image_bits <= 1.01 * nll + 64), (result.image_bits, nll)
+    # Sizes track the NLL within 1% plus 64 bits, either way: the coder's flush adds up to about 2
+    # words; its initial state absorbs up to a word for free, and its floor of 2^-24 per symbol
+    # may undercut a less probable one.
+    assert np.all(np.abs(result.image_bits - nll) <= 0.01 * nll + 64), (result.image_bits, nll)
     assert result.header.budget == sum(len(p) for p in policy)
     return result
 
