@@ -21,11 +21,11 @@ from sweep_files import TINY, sweep_runs, write_sweep
 
 pytestmark = pytest.mark.slow
 
-EVERY = 40
+STEPS, EVERY = 120, 40
 SEQUENTIAL = {
     **TINY,
     "sweep": {"max_concurrent_trials": 1},
-    "train": {"steps": 200, "batch_size": 32, "checkpoint_every": EVERY, "log_every": 20, "learning_rate": 0.002,
+    "train": {"steps": STEPS, "batch_size": 32, "checkpoint_every": EVERY, "log_every": 20, "learning_rate": 0.002,
               "ema_decay": 0.9},
     "resources": {"workers_per_trial": 1, "cpus_per_worker": 1},
     "postprocess": {**TINY["postprocess"], "budgets": [3, "full"]},
@@ -92,5 +92,5 @@ def test_interrupted_driver_resumes_without_redoing_work(ray_cluster, mlflow_ser
     start = resumed.data.metrics["resumed_from_step"]
     assert start >= EVERY and start % EVERY == 0
     history = [m.step for m in client.get_metric_history(second.info.run_id, "train_bpd")]
-    assert history.count(20) == 1 and max(history) == 200
+    assert history.count(20) == 1 and max(history) == STEPS
 
