@@ -24,8 +24,9 @@ from ardm.model import unwrap
 class Loss:
     """Result of one objective evaluation on a batch of B examples.
 
-    loss: scalar to minimise, mean negative ELBO (bpd) + ce_weight * mean cross-entropy (bits
-    per generated variable); nelbo_bpd: (B,) unbiased per-example negative ELBO estimates in
+    loss: scalar to minimise, mean negative ELBO (bpd) + ce_weight * mean auxiliary cross-entropy
+    (the authors' `ce`: -log2 p summed over the variables not yet generated, divided by D, so bits
+    per dimension with no 1/(D - t) reweighting); nelbo_bpd: (B,) unbiased per-example negative ELBO estimates in
     bits per dimension; step_bits: (B,) mean -log2 p of the variables still to generate, an
     unbiased estimate of the per-step component l_t (bits per variable).
     """
@@ -71,7 +72,8 @@ def ardm_loss(
 
     model: an ARDM (or a DDP/compiled wrapper of one); x: (B, C, H, W) long data in 0..K-1;
     ranks: (B, D) long orders; stage, t: (B,) long. ce_weight scales the unweighted masked
-    cross-entropy that the authors add for images (0.001).
+    cross-entropy that the authors add for images (0.001): its sum over the not-yet-generated
+    variables divided by D, in bits (their `log_prob / D / ln 2`), not a mean per variable.
     """
     core = unwrap(model)
     d, s = core.num_variables, core.num_stages
@@ -83,7 +85,8 @@ def ardm_loss(
     remaining = (d - t).to(nll_nats.dtype)
     nelbo_bpd = nll_nats * (s * d) / remaining / (d * math.log(2))
     step_bits = nll_nats / remaining / math.log(2)
-    loss = nelbo_bpd.mean() + ce_weight * step_bits.mean()
+    ce_bpd = nll_nats / (d * math.log(2))
+    loss = nelbo_bpd.mean() + ce_weight * ce_bpd.mean()
     return Loss(loss=loss, nelbo_bpd=nelbo_bpd.detach(), step_bits=step_bits.detach())
 
 

@@ -31,7 +31,8 @@ from ardm.objective import training_loss
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation settings. learning_rate is Adam's; grad_clip is the max global grad norm;
-    ce_weight scales the auxiliary cross-entropy (the authors use 0.001 for images)."""
+    ce_weight scales the auxiliary cross-entropy, -log2 p summed over the not-yet-generated variables / D
+    (ardm.objective.ardm_loss; the authors use 0.001 for images)."""
 
     steps: int = 2000
     batch_size: int = 64

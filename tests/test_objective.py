@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from ardm.model import unwrap
 from ardm.objective import ardm_loss, sample_orders, sample_steps
 
 from reference import exact_nelbo_bits, num_stages, tiny_ardm
@@ -64,15 +65,27 @@ def test_uniform_direct_upscale_costs_the_number_of_valid_digits():
     torch.testing.assert_close(bits, expected)
 
 
-def test_ce_weight_adds_the_unweighted_masked_cross_entropy():
-    model = tiny_ardm(5, 2, "data", shape=(1, 1, 3))
+def test_ce_weight_adds_the_masked_cross_entropy_summed_and_divided_by_d():
+    """The authors' term: ce = sum over not-yet-generated variables of -log2 p, / D (not / (D - t))."""
+    d = 3
+    model = tiny_ardm(5, 2, "data", shape=(1, 1, d))
     g = torch.Generator().manual_seed(3)
-    x = torch.randint(5, (16, 1, 1, 3), generator=g)
-    ranks = sample_orders(16, 3, g)
-    stage, t = sample_steps(16, 3, 3, g)
+    x = torch.randint(5, (16, 1, 1, d), generator=g)
+    ranks = sample_orders(16, d, g)
+    stage, t = sample_steps(16, 3, d, g)
     plain = ardm_loss(model, x, ranks, stage, t)
     with_ce = ardm_loss(model, x, ranks, stage, t, ce_weight=0.5)
-    torch.testing.assert_close(with_ce.loss, plain.loss + 0.5 * plain.step_bits.mean())
+    # The formula from the network's own output, one example at a time.
+    core = unwrap(model)
+    ce = []
+    for i in range(16):
+        shown, mask = core.step_inputs(x[i : i + 1], ranks[i : i + 1], stage[i : i + 1], t[i : i + 1])
+        log_probs = model(shown, mask, stage[i : i + 1], t[i : i + 1]).flatten(1, 3)[0]
+        digits = core.upscaler.digit(x[i : i + 1], stage[i].item()).flatten()
+        ce.append(sum(-log_probs[k, digits[k]].item() / math.log(2) for k in range(d) if ranks[i, k] >= t[i]) / d)
+    expected = plain.loss + 0.5 * torch.tensor(ce).mean()
+    torch.testing.assert_close(with_ce.loss, expected.to(with_ce.loss.dtype))
+    assert (t > 0).any()  # where D - t != D the old 1/(D - t) normalisation would differ
 
 
 def test_orders_are_permutations():
