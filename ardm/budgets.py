@@ -1,7 +1,10 @@
 """Budget versus bits per dimension for one model: DP policies, their predicted and measured cost.
 
-A budget is the total number of network calls. For an upscale model (S stages) it is split over
-the stages, because a chunk never crosses a stage boundary:
+A budget is written as total network calls (`20`), as calls per stage (`500/stage`: S x 500
+calls in all, the paper's unit for upscale models, e.g. its audio "8 x 500") or as `full` (every
+step, S*D calls); `resolve_budget` turns each into total calls for a given model. For an upscale
+model (S stages) the total is split over the stages, because a chunk never crosses a stage
+boundary:
     optimal        the paper's DP policy with the budget split evenly over stages
     optimal-joint  the DP with the split itself chosen to minimise the summed cost (S > 1 only)
     naive          evenly spaced chunks, the budget split evenly over stages
@@ -47,6 +50,54 @@ class BudgetCurve:
 
 COLUMNS = ("budget", "policy", "calls", "calls_per_stage", "predicted_bpd", "predicted_stderr",
            "measured_bpd", "measured_stderr")
+
+
+BudgetSpec = int | str  # total calls, "N/stage" or "full"
+PER_STAGE = "/stage"
+
+
+def parse_budget(value: object) -> BudgetSpec:
+    """One budget as written in a sweep file or on the command line, normalised: an int >= 1
+    (total calls), "N/stage" with an integer N >= 1, or "full". Anything else -> ValueError."""
+    if isinstance(value, bool):
+        raise ValueError(f"budget {value!r}: expected an integer >= 1, 'N/stage' or 'full'")
+    text = str(value).strip()
+    if text == "full":
+        return text
+    per_stage = text.endswith(PER_STAGE)
+    number = text.removesuffix(PER_STAGE).strip()
+    if not number.lstrip("-").isdigit():
+        raise ValueError(f"budget {value!r}: expected an integer >= 1, 'N/stage' (N an integer) or 'full'")
+    if int(number) < 1:
+        raise ValueError(f"budget {value!r}: each must be an integer >= 1 (calls{' per stage' if per_stage else ''})")
+    return f"{int(number)}{PER_STAGE}" if per_stage else int(number)
+
+
+def parse_budget_list(text: str) -> list[BudgetSpec]:
+    """Comma-separated budgets, e.g. "8,20,500/stage,full" (see parse_budget)."""
+    return [parse_budget(v) for v in text.split(",") if v.strip()]
+
+
+def resolve_budget(budget: BudgetSpec, num_stages: int, num_variables: int) -> int:
+    """Total network calls of a budget for a model of S = num_stages stages of D = num_variables
+    steps: "full" is S*D, "N/stage" is S*N (N must be at most D). Range checks of totals are
+    `check_budgets`'s."""
+    budget = parse_budget(budget)
+    if budget == "full":
+        return num_stages * num_variables
+    if isinstance(budget, str):
+        per_stage = int(budget.removesuffix(PER_STAGE))
+        if per_stage > num_variables:
+            raise ValueError(f"budget {budget}: more than D={num_variables} calls per stage")
+        return num_stages * per_stage
+    return budget
+
+
+def resolve_budgets(budgets: Sequence[BudgetSpec], num_stages: int, num_variables: int) -> list[int]:
+    """Sorted distinct total calls of several budgets, each checked to lie in S..S*D (ValueError)."""
+    resolved = sorted({resolve_budget(b, num_stages, num_variables) for b in budgets})
+    check_budgets(resolved, num_stages, num_variables)
+    return resolved
 
 
 def split_evenly(budget: int, num_stages: int) -> list[int]:

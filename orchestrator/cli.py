@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ardm.budgets import budget_curve, check_budgets, save_budget_curve
+from ardm.budgets import budget_curve, parse_budget_list, resolve_budgets, save_budget_curve
 from ardm.checkpoint import CheckpointError, check_data_fits, load_model
 from ardm.compression import CompressionError
 from ardm.config import ConfigError, build, load_config
@@ -30,13 +30,6 @@ from orchestrator.sync import add_sync_arguments, run_sync
 from orchestrator.tracking import SweepTracker, TrackingError, check_tracking, default_tracking_uri
 
 BAD_INPUT = (ConfigError, DataError, CheckpointError, TrackingError, CompressionError)
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v]
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from err
 
 
 def _device(name: str | None) -> str:
@@ -77,11 +70,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
 def cmd_budgets(args: argparse.Namespace) -> None:
     model = load_model(args.checkpoint, map_location=_device(args.device))
     images = _held_out(model, args.data, args.split, args.max_images)
-    budgets = args.budgets or [model.num_steps]
-    try:
-        check_budgets(budgets, model.num_stages, model.num_variables)
-    except ValueError as err:
-        raise ConfigError(f"--budgets: {err}") from err
+    budgets = model_budgets("--budgets", args.budgets, model)
     out = Path(args.out)
     table = estimate_step_table(model, images, args.samples_per_step, seed=args.seed, progress=True,
                                 metadata={"data": args.data, "split": args.split})
@@ -140,26 +129,32 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     return 1 if any(r.error is not None for r in results) else 0
 
 
-def _budget_list(text: str) -> list[int | str]:
+def model_budgets(flag: str, text: str, model: ARDM) -> list[int]:
+    """Total calls of a comma-separated budget list (N, N/stage, full) for a model; ConfigError naming the flag."""
     try:
-        return [v if v == "full" else int(v) for v in text.split(",") if v]
+        return resolve_budgets(parse_budget_list(text), model.num_stages, model.num_variables)
     except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers or 'full', got {text!r}") from err
+        raise ConfigError(f"{flag}: {err}") from None
+
+
+def _budget_list(text: str) -> list[str]:
+    """Split only: the values are checked against the model (or the section's schema), in one line."""
+    return [v.strip() for v in text.split(",") if v.strip()]
 
 
 def cmd_postprocess(args: argparse.Namespace) -> int:
     from orchestrator.postprocess import find_target, postprocess_checkpoint  # imports Ray
 
-    out = Path(args.out or Path("postprocess", Path(args.run).stem if Path(args.run).exists() else args.run))
-    target = find_target(args.run, args.tracking_uri or default_tracking_uri(), out)
-    data = args.data or target.data
-    if data is None:
-        raise ConfigError(f"{args.run}: the checkpoint does not name its data: give --data")
     settings = build(PostprocessSection, {
         "budgets": args.budgets, "table_samples_per_step": args.table_samples_per_step,
         "table_ranges": args.table_ranges, "orders_per_image": args.orders_per_image,
         "max_images": args.max_images, "sample_grid": args.sample_grid, "sort_decreasing": args.sort,
     }, "postprocess")
+    out = Path(args.out or Path("postprocess", Path(args.run).stem if Path(args.run).exists() else args.run))
+    target = find_target(args.run, args.tracking_uri or default_tracking_uri(), out)
+    data = args.data or target.data
+    if data is None:
+        raise ConfigError(f"{args.run}: the checkpoint does not name its data: give --data")
     done = postprocess_checkpoint(target.checkpoint, data, str(out), settings, seed=args.seed, use_gpu=args.gpu)
     print(f"{'budget':>7} {'policy':>14} {'calls':>6} {'predicted':>17} {'measured':>17}")
     for r in done.curve.rows:
@@ -227,7 +222,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--checkpoint", required=True)
     b.add_argument("--data", required=True, help="dataset spec of held-out data, e.g. photos:8")
     b.add_argument("--split", default="test", choices=["train", "test"])
-    b.add_argument("--budgets", type=_int_list, default=[], help="comma-separated, e.g. 10,20,50 (default: all steps)")
+    b.add_argument("--budgets", default="full",
+                   help="comma-separated total calls, N/stage (S x N calls) or full, e.g. 10,20,50/stage,full")
     b.add_argument("--samples-per-step", type=int, default=16, help="table samples per step")
     b.add_argument("--orders-per-image", type=int, default=1, help="orders per image when measuring a policy")
     b.add_argument("--max-images", type=int, default=0, help="0: all")
@@ -250,7 +246,7 @@ def parser() -> argparse.ArgumentParser:
                         "trial (MLflow run id) or checkpoint, on Ray; logged to the run")
     pp.add_argument("run", help="a trial's MLflow run id, or a checkpoint path")
     pp.add_argument("--budgets", type=_budget_list, default=["full"],
-                    help="comma-separated network calls and/or 'full', e.g. 8,20,50,full")
+                    help="comma-separated total calls, N/stage (S x N calls) and/or full, e.g. 8,20,50/stage,full")
     pp.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
     pp.add_argument("--data", help="dataset spec of the held-out data (default: the one the model trained on)")
     pp.add_argument("--table-samples-per-step", type=int, default=16)

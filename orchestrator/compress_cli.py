@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ardm.budgets import POLICIES, check_budgets
+from ardm.budgets import POLICIES, parse_budget, resolve_budgets
 from ardm.checkpoint import load_checkpoint, load_model
 from ardm.compression import CompressionError, budget_policy, choose_order, compress, decode_container, read_container
 from ardm.compression.files import is_image_file, read_images, write_images
@@ -35,7 +35,8 @@ def add_compress_parsers(subparsers: argparse._SubParsersAction) -> None:
     """Add the `compress` and `decompress` commands to the `ardm` subparsers."""
     c = subparsers.add_parser("compress", help="losslessly compress images with a checkpoint's EMA model (rANS)")
     c.add_argument("--checkpoint", required=True)
-    c.add_argument("--budget", type=int, required=True, help="network calls per image (S..S*D, S = stages)")
+    c.add_argument("--budget", required=True,
+                   help="network calls per image: total (S..S*D, S = stages), N/stage (S x N) or full")
     c.add_argument("--policy", default="optimal", choices=POLICIES, help="how the budget's chunks are placed")
     c.add_argument("--table", help="step_table.parquet of this model (from `ardm budgets`) for the optimal policies")
     c.add_argument("--data", help="training data spec for the order search and the step table "
@@ -92,13 +93,13 @@ def _training_images(args: argparse.Namespace, model: ARDM) -> np.ndarray:
 def _policy(args: argparse.Namespace, model: ARDM, train: np.ndarray | None) -> list[list[int]]:
     """The chunk starts per stage for --budget and --policy."""
     try:
-        check_budgets([args.budget], model.num_stages, model.num_variables)
+        budget = resolve_budgets([parse_budget(args.budget)], model.num_stages, model.num_variables)[0]
     except ValueError as err:
         raise ConfigError(f"--budget: {err}") from err
     table = None
     if args.policy != "naive":
         table = _step_table(args, model, train).matrix("nll_bits")
-    return budget_policy(args.budget, model.num_stages, model.num_variables, args.policy, table)
+    return budget_policy(budget, model.num_stages, model.num_variables, args.policy, table)
 
 
 def _step_table(args: argparse.Namespace, model: ARDM, train: np.ndarray | None) -> StepTable:

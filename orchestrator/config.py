@@ -8,7 +8,7 @@ A sweep file has these sections (see sweeps/*.yaml for complete examples):
     train:       steps, batch_size, learning_rate, ... (ardm.train.TrainConfig)
     eval:        samples_per_image, batch_size, max_images, sample_grid      (ardm.config.EvalConfig)
     resources:   workers_per_trial, cpus_per_worker, gpus_per_worker
-    postprocess: enabled, budgets (ints and/or "full"), table_samples_per_step, table_ranges,
+    postprocess: enabled, budgets (total calls, "N/stage" and/or "full"), table_samples_per_step, table_ranges,
                  steps_per_call, orders_per_image, max_images, sample_grid, sort_decreasing,
                  compression (budgets, max_images, orders, order_images)
     tracking:    uri (default: sqlite:///<cwd>/mlflow.db), experiment (default: the sweep name)
@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ardm.budgets import parse_budget, resolve_budget
 from ardm.config import ConfigError, EvalConfig, ModelConfig, apply_override, build, read_yaml
 from ardm.data import DataError, load_dataset, parse_spec
 from ardm.train import TrainConfig
@@ -99,13 +100,18 @@ class ResourcesSection:
 
 def _check_budget_values(budgets: tuple, field: str) -> None:
     for b in budgets:
-        if isinstance(b, str) and b != "full" or isinstance(b, int) and b < 1:
-            raise ValueError(f"{field}: each must be an integer >= 1 or 'full', got {b!r}")
+        try:
+            parse_budget(b)
+        except ValueError:
+            raise ValueError(f"{field}: each must be an integer >= 1, 'N/stage' or 'full', got {b!r}") from None
 
 
 def _resolve_budgets(budgets: tuple, field: str, num_stages: int, num_steps: int) -> list[int]:
-    """The budgets for one model, "full" replaced by its step count; out of range -> ValueError."""
-    resolved = sorted({num_steps if b == "full" else int(b) for b in budgets})
+    """The budgets for one model in total calls (ardm.budgets.resolve_budget); out of range -> ValueError."""
+    try:
+        resolved = sorted({resolve_budget(b, num_stages, num_steps // num_stages) for b in budgets})
+    except ValueError as err:
+        raise ValueError(f"{field}: {err} for this model") from None
     bad = [b for b in resolved if not num_stages <= b <= num_steps]
     if bad:
         raise ValueError(f"{field}: {bad} outside {num_stages}..{num_steps} for this model")
@@ -114,9 +120,10 @@ def _resolve_budgets(budgets: tuple, field: str, num_stages: int, num_steps: int
 
 @dataclass(frozen=True)
 class CompressionSection:
-    """Lossless compression of the first max_images test images at each budget (network calls;
-    none by default), with the optimal policy and the order chosen as the best of `orders` seeds
-    on `order_images` training images, as the paper does; logged as compressed_bpd_<k>."""
+    """Lossless compression of max_images test images (spread over the split) at each budget
+    (total calls, "N/stage" or "full"; none by default), with the optimal policy and the order
+    chosen as the best of `orders` seeds on `order_images` training images, as the paper does;
+    logged as compressed_bpd_<k>."""
 
     budgets: tuple[int | str, ...] = ()
     max_images: int = 16
@@ -133,7 +140,8 @@ class CompressionSection:
 class PostprocessSection:
     """What runs after a trial's training (orchestrator/postprocess.py), on the test split.
 
-    budgets: network calls per generation ("full" is the model's step count S*D); the step table
+    budgets: network calls per generation: total calls (20), calls per stage ("500/stage", S x 500
+    in all, the paper's unit for upscale models) or "full" (the model's step count S*D); the step table
     gets table_samples_per_step (image, order) draws per step, in table_ranges Ray tasks of whole
     multiples of steps_per_call steps; each policy's bpd is measured with orders_per_image random
     orders per image on max_images test images (0: all; else spread evenly over the split);

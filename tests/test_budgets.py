@@ -7,7 +7,16 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from ardm.budgets import budget_curve, budget_policies, predicted_bpd, save_budget_curve
+from ardm.budgets import (
+    budget_curve,
+    budget_policies,
+    parse_budget,
+    parse_budget_list,
+    predicted_bpd,
+    resolve_budget,
+    resolve_budgets,
+    save_budget_curve,
+)
 from ardm.evaluate import estimate_nelbo
 from ardm.parallel import optimal_policies
 from ardm.sampling import sample
@@ -102,5 +111,27 @@ def test_budgets_command(trained_digits, tmp_path, capsys):
     for name in ("step_table.parquet", "budget_bpd.parquet", "budget_bpd.csv", "budget_bpd.png", "policies.json",
                  "samples_budget_8.png"):
         assert (tmp_path / "out" / name).is_file(), name
-    assert main([*args[:-6], "--budgets", "0,65", "--out", str(tmp_path / "bad")]) == 2
-    assert "--budgets: budget 0 outside 1..64" in capsys.readouterr().err
+    for bad, message in [("0,8", "--budgets: budget '0': each must be an integer >= 1"),
+                         ("65", "--budgets: budget 65 outside 1..64"),
+                         ("65/stage", "--budgets: budget 65/stage: more than D=64 calls per stage"),
+                         ("x/stage", "--budgets: budget 'x/stage': expected an integer >= 1, 'N/stage'")]:
+        assert main([*args[:-6], "--budgets", bad, "--out", str(tmp_path / "bad")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_budget_specs_resolve_to_total_calls():
+    assert [parse_budget(v) for v in (20, "20", " 500/stage", "full")] == [20, 20, "500/stage", "full"]
+    assert parse_budget_list("8,20/stage,full") == [8, "20/stage", "full"]
+    assert resolve_budget("500/stage", 4, 3072) == 2000  # the paper's Upscale-4 "500": 4 x 500 calls
+    assert resolve_budget("full", 4, 3072) == 4 * 3072
+    assert resolve_budget(100, 4, 3072) == 100
+    assert resolve_budgets(["1/stage", 3, "full"], 3, 5) == [3, 15]
+    for bad in (0, "0", "0/stage", "x/stage", "2.5/stage", "/stage", "all", True, "-3"):
+        with pytest.raises(ValueError, match="budget"):
+            parse_budget(bad)
+    with pytest.raises(ValueError, match="more than D=64 calls per stage"):
+        resolve_budget("65/stage", 1, 64)
+    with pytest.raises(ValueError, match="outside 3..15"):
+        resolve_budgets([2], 3, 5)
