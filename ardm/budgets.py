@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from torch import nn
 
-from ardm.evaluate import Estimate, measure_policy
+from ardm.evaluate import Estimate, measure_policy, paired_difference
 from ardm.parallel import joint_allocation, naive_policy, optimal_policies
 from ardm.tables import StepTable
 
@@ -49,7 +49,7 @@ class BudgetCurve:
 
 
 COLUMNS = ("budget", "policy", "calls", "calls_per_stage", "predicted_bpd", "predicted_stderr",
-           "measured_bpd", "measured_stderr")
+           "measured_bpd", "measured_stderr", "excess_bpd", "excess_stderr")
 
 
 BudgetSpec = int | str  # total calls, "N/stage" or "full"
@@ -152,6 +152,26 @@ def predicted_bpd(
     return cost / d, float(np.sqrt(var)) / d
 
 
+def measure_budget(
+    model: nn.Module,
+    images: np.ndarray,
+    policies: dict[str, list[list[int]]],
+    orders_per_image: int = 1,
+    batch_size: int = 256,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict[str, Estimate]:
+    """Measured bpd (ardm.evaluate.measure_policy) of each named policy of one budget on uint8
+    images (N, C, H, W), all with the same seed, so on the same images and orders; policies that
+    coincide (every policy at the full budget, say) are measured once."""
+    by_starts: dict[str, Estimate] = {}
+    for policy in policies.values():
+        key = json.dumps(policy)
+        if key not in by_starts:
+            by_starts[key] = measure_policy(model, images, policy, orders_per_image, batch_size, seed, progress)
+    return {name: by_starts[json.dumps(policy)] for name, policy in policies.items()}
+
+
 def budget_curve(
     model: nn.Module,
     table: StepTable,
@@ -163,28 +183,53 @@ def budget_curve(
     sort_decreasing: bool = True,
     progress: bool = False,
 ) -> BudgetCurve:
-    """Predicted and measured bpd of every policy for every budget on uint8 images (N, C, H, W)."""
-    policies = budget_policies(table.matrix("nll_bits"), sorted(set(budgets)), sort_decreasing)
-    rows = [
-        curve_row(table, budget, name, policy,
-                  measure_policy(model, images, policy, orders_per_image, batch_size, seed, progress),
-                  sort_decreasing)
-        for (budget, name), policy in policies.items()
-    ]
+    """Predicted and measured bpd of every policy for every budget (total calls) on uint8 images
+    (N, C, H, W), and each one's excess over the every-step policy, which is always measured too.
+
+    The table should come from other images than `images` (ardm.tables.table_images), or the
+    measured bpd of the policies chosen on it is optimistically biased.
+    """
+    full = table.num_stages * table.num_variables
+    policies = budget_policies(table.matrix("nll_bits"), sorted({*budgets, full}), sort_decreasing)
+    measured = {}
+    for budget in sorted({b for b, _ in policies}, reverse=True):  # the full budget first: every row needs it
+        named = {name: starts for (b, name), starts in policies.items() if b == budget}
+        measured |= {(budget, name): est for name, est in
+                     measure_budget(model, images, named, orders_per_image, batch_size, seed, progress).items()}
+    rows = [curve_row(table, budget, name, policy, measured[budget, name], measured[full, "optimal"],
+                      sort_decreasing)
+            for (budget, name), policy in policies.items()]
     return BudgetCurve(rows=rows, policies=policies, full_elbo=table.full_elbo_bpd())
 
 
 def curve_row(
     table: StepTable, budget: int, name: str, policy: Sequence[Sequence[int]], measured: Estimate,
-    sort_decreasing: bool = True,
+    full: Estimate, sort_decreasing: bool = True,
 ) -> dict:
-    """One row of a budget curve (keys: COLUMNS): the policy's predicted cost and its measured bpd."""
+    """One row of a budget curve (keys: COLUMNS): the policy's predicted cost, its measured bpd and
+    that bpd's excess over the every-step policy's (`full`, measured on the same images) with its
+    paired standard error."""
     pred, pred_se = predicted_bpd(table, policy, sort_decreasing)
+    excess = paired_difference(measured, full)
     return {
         "budget": budget, "policy": name, "calls": sum(len(p) for p in policy),
         "calls_per_stage": ",".join(str(len(p)) for p in policy), "predicted_bpd": pred,
         "predicted_stderr": pred_se, "measured_bpd": measured.mean, "measured_stderr": measured.stderr,
+        "excess_bpd": excess.mean, "excess_stderr": excess.stderr,
     }
+
+
+def format_curve(curve: BudgetCurve) -> str:
+    """The curve as a text table (one line per budget and policy), as the commands print it."""
+    lines = [f"{'calls':>7} {'per stage':>12} {'policy':>14} {'predicted':>17} {'measured':>17} {'excess':>17}"]
+    for r in sorted(curve.rows, key=lambda r: (r["calls"], POLICIES.index(r["policy"]))):
+        lines.append(f"{r['calls']:>7} {r['calls_per_stage']:>12} {r['policy']:>14} {r['predicted_bpd']:>8.4f} ± "
+                     f"{r['predicted_stderr']:.4f} {r['measured_bpd']:>8.4f} ± {r['measured_stderr']:.4f} "
+                     f"{r['excess_bpd']:>+8.4f} ± {r['excess_stderr']:.4f}")
+    elbo, elbo_se = curve.full_elbo
+    lines.append(f"bits per dimension; excess: over all steps on the same images (paired s.e.); "
+                 f"the table's full-step ELBO {elbo:.4f} ± {elbo_se:.4f}")
+    return "\n".join(lines)
 
 
 def save_budget_curve(curve: BudgetCurve, out_dir: str | Path, title: str = "") -> dict[str, Path]:

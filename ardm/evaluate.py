@@ -17,17 +17,42 @@ from ardm.model import unwrap
 from ardm.objective import ardm_loss, sample_orders
 from ardm.sampling import check_stage_policies
 
+# Random steps per image (times orders_per_image) for the measured bpd of the every-step policy.
+FULL_BUDGET_DRAWS = 16
+
 
 @dataclass(frozen=True)
 class Estimate:
-    """A mean with its standard error over n independent units (images), in bits per dimension."""
+    """A mean with its standard error over n independent units (images), in bits per dimension.
+
+    per_image: the n per-image values (bpd) in the order of the images, so that two measurements
+    on the same images can be compared pairwise (paired_difference); () when not kept.
+    """
 
     mean: float
     stderr: float
     n: int
+    per_image: tuple[float, ...] = ()
 
     def __str__(self) -> str:
         return f"{self.mean:.4f} ± {self.stderr:.4f}"
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean, "stderr": self.stderr, "n": self.n, "per_image": list(self.per_image)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Estimate:
+        return cls(data["mean"], data["stderr"], data["n"], tuple(data.get("per_image", ())))
+
+
+def paired_difference(a: Estimate, b: Estimate) -> Estimate:
+    """a - b image by image (both measured on the same images, in the same order): the mean
+    difference (bpd) with the standard error of the per-image differences, which leaves out the
+    image-to-image spread that the two share."""
+    if not a.per_image or len(a.per_image) != len(b.per_image):
+        raise ValueError("a paired difference needs per-image values of the same images")
+    diff = torch.tensor(a.per_image, dtype=torch.float64) - torch.tensor(b.per_image, dtype=torch.float64)
+    return _over_images(diff.view(-1, 1))
 
 
 @dataclass(frozen=True)
@@ -48,7 +73,7 @@ def _over_images(values: torch.Tensor) -> Estimate:
     per_image = values.mean(1)
     n = per_image.shape[0]
     stderr = per_image.std(unbiased=True).item() / math.sqrt(n) if n > 1 else float("nan")
-    return Estimate(mean=per_image.mean().item(), stderr=stderr, n=n)
+    return Estimate(mean=per_image.mean().item(), stderr=stderr, n=n, per_image=tuple(per_image.tolist()))
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -140,17 +165,25 @@ def measure_policy(
     seed: int = 0,
     progress: bool = False,
 ) -> Estimate:
-    """Measured negative log-likelihood (bits per dimension) of images under a chunked policy.
+    """Measured negative log-likelihood (bits per dimension) of images under a chunked policy: the
+    one measurement of a policy's cost (`ardm budgets`, post-processing and the report all use it).
 
     images: uint8 (N, C, H, W); policy: one list of chunk starts per stage (see ardm.sampling).
     Per stage and chunk [a, b): one network call at step a, and every variable with
     a <= sigma(k) < b is scored from it. The bits of all chunks of all stages, / D, are one image's
     value under one random order per stage; the mean over `orders_per_image` orders per image is
-    averaged over images, and the standard error is taken across images.
+    averaged over images, and the standard error is taken across images. With the same seed and
+    batch size every policy sees the same orders, so policies can be compared image by image.
+
+    The every-step policy (D chunks in every stage) costs the negative ELBO: it is measured by its
+    unbiased random-step estimate (estimate_nelbo, FULL_BUDGET_DRAWS * orders_per_image draws per
+    image) instead of S*D network calls per image.
     """
     core = unwrap(model)
     d = core.num_variables
     stage_policies = check_stage_policies(policy, core.num_stages, d)
+    if all(len(starts) == d for starts in stage_policies):
+        return estimate_nelbo(model, images, FULL_BUDGET_DRAWS * orders_per_image, batch_size, seed, progress)
     was_training = model.training
     model.eval()
     device = _device(model)
@@ -159,7 +192,9 @@ def measure_policy(
     generator = torch.Generator().manual_seed(seed)
     rows = torch.arange(n).repeat_interleave(m)
     per_row = torch.empty(n * m, dtype=torch.float64)
-    for lo in tqdm(range(0, n * m, batch_size), desc="policy", disable=not progress, leave=False):
+    calls = sum(len(starts) for starts in stage_policies)
+    desc = f"measure {calls} calls"
+    for lo in tqdm(range(0, n * m, batch_size), desc=desc, disable=not progress, leave=False):
         x = data[rows[lo : lo + batch_size].to(device)]
         bits = torch.zeros(x.shape[0], dtype=torch.float64, device=device)
         for j, starts in enumerate(stage_policies):

@@ -59,7 +59,7 @@ def run_training(config: RunConfig, resume: bool = True, device: str | None = No
     finally:
         log.close()
     train_seconds = time.perf_counter() - started
-    test_images = test_set.images[: config.eval.max_images or None]
+    test_images, _ = test_set.subset(config.eval.max_images, seed=config.train.seed)
     test = estimate_nelbo(
         result.ema, test_images, config.eval.samples_per_image, config.eval.batch_size, seed=config.train.seed,
         progress=progress,

@@ -13,7 +13,12 @@ Parquet schema (one row per (stage, t)):
     stderr_bits  float64  standard error of that mean
     n            int32    number of samples
 File metadata (key/value strings): num_stages, num_variables, model (identity hash of the
-weights and spec), data, split, seed, samples_per_step.
+weights and spec), data, split, images ("all", or the comma-separated indices of the split's
+images the draws came from), seed, samples_per_step.
+
+The policy chosen on a table must not be measured on the table's own images, or its measured
+bpd is optimistically biased: by default (`table_images`) a table comes from the training split,
+as the authors' tables come from training losses, and bpd is measured on the test split.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ardm.data import load_dataset
 from ardm.model import unwrap
 from ardm.objective import ardm_loss, sample_orders
 from ardm.storage import filesystem, write_atomic
@@ -112,6 +118,19 @@ class StepTable:
         if len(np.unique(global_step)) != len(global_step):
             raise ValueError("step tables to merge overlap")
         return cls(*cols, metadata=dict(parts[0].metadata))
+
+
+TABLE_SPLIT = "train"  # the default split of a step table's images: never the measured ones
+
+
+def table_images(data: str, split: str = TABLE_SPLIT, count: int = 0, seed: int = 0) -> tuple[np.ndarray, dict]:
+    """(uint8 images (N, C, H, W), metadata) for a step table: `count` images (0: all) of a
+    dataset spec's split, spread evenly over it (ImageDataset.subset); the metadata names the
+    data, the split and which images, for the table file."""
+    dataset = load_dataset(data, split)
+    images, indices = dataset.subset(count, seed)
+    chosen = "all" if len(indices) == len(dataset.images) else ",".join(map(str, indices.tolist()))
+    return images, {"data": data, "split": split, "images": chosen}
 
 
 def model_identity(model: nn.Module) -> str:

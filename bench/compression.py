@@ -36,14 +36,12 @@ from PIL import Image
 from ardm.budgets import split_evenly
 from ardm.checkpoint import load_model
 from ardm.compression import budget_policy, choose_order, compress, decompress
+from ardm.compression.baselines import CODECS, encode, to_pil
 from ardm.data import load_dataset
 from ardm.model import ARDM, ModelSpec, build_ardm
 from ardm.networks import get_preset
 from ardm.tables import estimate_step_table
 from ardm.train import TrainConfig, train
-
-CODECS = {"PNG": {"format": "PNG", "optimize": True, "compress_level": 9},
-          "WebP-lossless": {"format": "WEBP", "lossless": True, "quality": 100, "method": 6}}
 
 
 def trained_model(train_images: np.ndarray, num_classes: int, steps: int) -> ARDM:
@@ -95,19 +93,13 @@ def mosaic(images: np.ndarray) -> np.ndarray:
     return grid.reshape(rows, cols, h, w, c).transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, c)
 
 
-def _to_pil(hwc: np.ndarray) -> Image.Image:
-    return Image.fromarray(hwc[..., 0] if hwc.shape[-1] == 1 else hwc)
-
-
 def bench_codec(name: str, options: dict[str, Any], images: np.ndarray) -> dict[str, Any]:
     """Per-image and one-file bpd, throughput, and a lossless check of a Pillow codec."""
     d = images[0].size
     started = time.perf_counter()
     files = []
     for image in images:
-        buffer = io.BytesIO()
-        _to_pil(image.transpose(1, 2, 0)).save(buffer, **options)
-        files.append(buffer.getvalue())
+        files.append(encode(image, name))
     encode_s = time.perf_counter() - started
     started = time.perf_counter()
     decoded = [np.asarray(Image.open(io.BytesIO(f)).convert("RGB" if images.shape[1] == 3 else "L")) for f in files]
@@ -115,7 +107,7 @@ def bench_codec(name: str, options: dict[str, Any], images: np.ndarray) -> dict[
     exact = all(np.array_equal(a.reshape(image.shape[1], image.shape[2], -1), image.transpose(1, 2, 0))
                 for a, image in zip(decoded, images, strict=True))
     buffer = io.BytesIO()
-    _to_pil(mosaic(images)).save(buffer, **options)
+    to_pil(mosaic(images)).save(buffer, **options)
     n = len(images)
     row = {"codec": name, "per_image_bpd": 8 * sum(map(len, files)) / (n * d),
            "one_file_bpd": 8 * len(buffer.getvalue()) / (n * d), "encode_images_per_s": n / encode_s,

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ardm.budgets import budget_curve, parse_budget_list, resolve_budgets, save_budget_curve
+from ardm.budgets import budget_curve, format_curve, parse_budget_list, resolve_budgets, save_budget_curve
 from ardm.checkpoint import CheckpointError, check_data_fits, load_model
 from ardm.compression import CompressionError
 from ardm.config import ConfigError, build, load_config
@@ -20,7 +20,7 @@ from ardm.images import save_grid
 from ardm.model import ARDM
 from ardm.run import run_training
 from ardm.sampling import sample
-from ardm.tables import estimate_step_table
+from ardm.tables import TABLE_SPLIT, estimate_step_table, table_images
 from ardm.train import NonFiniteLossError
 from orchestrator.compress_cli import add_compress_parsers
 from orchestrator.config import PostprocessSection, check_budgets_fit, check_data, load_sweep, trial_label
@@ -47,16 +47,17 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"  checkpoint: {m['checkpoint']}" + (f"\n  samples:    {m['samples']}" if "samples" in m else ""))
 
 
-def _held_out(model: ARDM, spec: str, split: str, max_images: int) -> np.ndarray:
-    """The first `max_images` (0: all) images of a split, checked against the model's shape and K."""
+def _held_out(model: ARDM, spec: str, split: str, max_images: int, seed: int) -> np.ndarray:
+    """`max_images` (0: all) images of a split, spread evenly over it (ImageDataset.subset), checked
+    against the model's shape and K."""
     data = load_dataset(spec, split)
     check_data_fits(model.spec, data.shape, data.num_classes, spec)
-    return data.images[: max_images or None]
+    return data.subset(max_images, seed)[0]
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     model = load_model(args.checkpoint, map_location=_device(args.device))
-    images = _held_out(model, args.data, args.split, args.max_images)
+    images = _held_out(model, args.data, args.split, args.max_images, args.seed)
     est = estimate_nelbo(model, images, args.samples_per_image, args.batch_size, seed=args.seed, progress=True)
     print(f"{args.data} {args.split}: negative ELBO {est} bpd over {est.n} images")
 
@@ -69,20 +70,21 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 def cmd_budgets(args: argparse.Namespace) -> None:
     model = load_model(args.checkpoint, map_location=_device(args.device))
-    images = _held_out(model, args.data, args.split, args.max_images)
+    images = _held_out(model, args.data, args.split, args.max_images, args.seed)
     budgets = model_budgets("--budgets", args.budgets, model)
+    table_split = args.table_split
     out = Path(args.out)
-    table = estimate_step_table(model, images, args.samples_per_step, seed=args.seed, progress=True,
-                                metadata={"data": args.data, "split": args.split})
+    train, metadata = table_images(args.data, table_split, args.table_images, args.seed)
+    if table_split == args.split:
+        print(f"note: the step table is estimated on the {table_split} split, where bpd is measured: the measured "
+              "bpd of the optimal policies is optimistically biased", file=sys.stderr)
+    table = estimate_step_table(model, train, args.samples_per_step, seed=args.seed, progress=True, metadata=metadata)
     table.save(str(out / "step_table.parquet"))
     curve = budget_curve(model, table, images, budgets, args.orders_per_image, seed=args.seed,
                          sort_decreasing=args.sort, progress=True)
     paths = save_budget_curve(curve, out, title=f"{args.data} {model.upscaler}")
-    print(f"{'budget':>7} {'policy':>14} {'calls':>6} {'predicted':>17} {'measured':>17}")
-    for r in curve.rows:
-        print(f"{r['budget']:>7} {r['policy']:>14} {r['calls']:>6} {r['predicted_bpd']:>8.4f} ± "
-              f"{r['predicted_stderr']:.4f} {r['measured_bpd']:>8.4f} ± {r['measured_stderr']:.4f}")
-    print(f"full-step ELBO {curve.full_elbo[0]:.4f} ± {curve.full_elbo[1]:.4f} bpd; wrote {paths['png'].parent}")
+    print(format_curve(curve))
+    print(f"step table on {table_split} images; wrote {paths['png'].parent}")
     if args.samples:
         for (budget, name), policy in curve.policies.items():
             if name == "optimal":
@@ -146,7 +148,8 @@ def cmd_postprocess(args: argparse.Namespace) -> int:
     from orchestrator.postprocess import find_target, postprocess_checkpoint  # imports Ray
 
     settings = build(PostprocessSection, {
-        "budgets": args.budgets, "table_samples_per_step": args.table_samples_per_step,
+        "budgets": args.budgets, "table_split": args.table_split, "table_images": args.table_images,
+        "table_samples_per_step": args.table_samples_per_step,
         "table_ranges": args.table_ranges, "orders_per_image": args.orders_per_image,
         "max_images": args.max_images, "sample_grid": args.sample_grid, "sort_decreasing": args.sort,
     }, "postprocess")
@@ -156,12 +159,8 @@ def cmd_postprocess(args: argparse.Namespace) -> int:
     if data is None:
         raise ConfigError(f"{args.run}: the checkpoint does not name its data: give --data")
     done = postprocess_checkpoint(target.checkpoint, data, str(out), settings, seed=args.seed, use_gpu=args.gpu)
-    print(f"{'budget':>7} {'policy':>14} {'calls':>6} {'predicted':>17} {'measured':>17}")
-    for r in done.curve.rows:
-        print(f"{r['budget']:>7} {r['policy']:>14} {r['calls']:>6} {r['predicted_bpd']:>8.4f} ± "
-              f"{r['predicted_stderr']:.4f} {r['measured_bpd']:>8.4f} ± {r['measured_stderr']:.4f}")
-    elbo, elbo_se = done.curve.full_elbo
-    print(f"full-step ELBO {elbo:.4f} ± {elbo_se:.4f} bpd; wrote {done.folder}")
+    print(format_curve(done.curve))
+    print(f"step table on {settings.table_split} images; wrote {done.folder}")
     if target.run_id is not None:
         target.tracker.log_metrics(target.run_id, done.metrics)
         target.tracker.log_artifact(target.run_id, done.folder, "postprocess")
@@ -221,12 +220,17 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("budgets", help="step table, DP policies and measured bpd per budget (network calls)")
     b.add_argument("--checkpoint", required=True)
     b.add_argument("--data", required=True, help="dataset spec of held-out data, e.g. photos:8")
-    b.add_argument("--split", default="test", choices=["train", "test"])
+    b.add_argument("--split", default="test", choices=["train", "test"], help="split whose bpd is measured")
+    b.add_argument("--table-split", default=TABLE_SPLIT, choices=["train", "test"],
+                   help="split of the step table's images: never the measured ones unless asked")
+    b.add_argument("--table-images", type=int, default=0, help="images for the step table, spread over its split "
+                   "(0: all)")
     b.add_argument("--budgets", default="full",
                    help="comma-separated total calls, N/stage (S x N calls) or full, e.g. 10,20,50/stage,full")
     b.add_argument("--samples-per-step", type=int, default=16, help="table samples per step")
     b.add_argument("--orders-per-image", type=int, default=1, help="orders per image when measuring a policy")
-    b.add_argument("--max-images", type=int, default=0, help="0: all")
+    b.add_argument("--max-images", type=int, default=0, help="images whose bpd is measured, spread over the split "
+                   "(0: all)")
     b.add_argument("--no-sort", dest="sort", action="store_false",
                    help="run the DP on the raw table instead of the table sorted decreasing (the paper's default)")
     b.add_argument("--samples", type=int, default=16, help="images per sample grid per budget (0: none)")
@@ -249,6 +253,9 @@ def parser() -> argparse.ArgumentParser:
                     help="comma-separated total calls, N/stage (S x N calls) and/or full, e.g. 8,20,50/stage,full")
     pp.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
     pp.add_argument("--data", help="dataset spec of the held-out data (default: the one the model trained on)")
+    pp.add_argument("--table-split", default=TABLE_SPLIT, choices=["train", "test"],
+                    help="split of the step table's images (the measured test images only if asked)")
+    pp.add_argument("--table-images", type=int, default=0, help="images for the step table (0: all)")
     pp.add_argument("--table-samples-per-step", type=int, default=16)
     pp.add_argument("--table-ranges", type=int, default=4, help="Ray tasks the step table is split into")
     pp.add_argument("--orders-per-image", type=int, default=1)

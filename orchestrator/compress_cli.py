@@ -28,7 +28,7 @@ from ardm.compression.files import is_image_file, read_images, write_images
 from ardm.config import ConfigError
 from ardm.data import DataError, load_dataset
 from ardm.model import ARDM
-from ardm.tables import StepTable, estimate_step_table, model_identity
+from ardm.tables import TABLE_SPLIT, StepTable, estimate_step_table, model_identity, table_images
 
 
 def add_compress_parsers(subparsers: argparse._SubParsersAction) -> None:
@@ -41,7 +41,8 @@ def add_compress_parsers(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--table", help="step_table.parquet of this model (from `ardm budgets`) for the optimal policies")
     c.add_argument("--data", help="training data spec for the order search and the step table "
                                   "(default: the checkpoint's training data, else IN's dataset)")
-    c.add_argument("--table-images", type=int, default=256, help="training images for the step table")
+    c.add_argument("--table-images", type=int, default=256,
+                   help="training images for the step table, spread over the split (0: all)")
     c.add_argument("--samples-per-step", type=int, default=4, help="step table samples per step")
     c.add_argument("--orders", type=int, default=5, help="random orders the order search tries")
     c.add_argument("--order-images", type=int, default=64, help="training images the order search scores")
@@ -76,8 +77,9 @@ def _input_images(source: str, split: str, model: ARDM) -> tuple[np.ndarray, str
     return data.images, "nchw", f"{source} {split}"
 
 
-def _training_images(args: argparse.Namespace, model: ARDM) -> np.ndarray:
-    """Training images for the order search and the step table (see the module docstring)."""
+def _training_spec(args: argparse.Namespace, model: ARDM) -> str:
+    """The dataset spec whose training split feeds the order search and the step table (see the
+    module docstring), checked to hold images of the model's shape."""
     spec = args.data or load_checkpoint(args.checkpoint).get("extra", {}).get("data")
     if spec is None and not is_image_file(args.input):
         spec = args.input
@@ -87,10 +89,10 @@ def _training_images(args: argparse.Namespace, model: ARDM) -> np.ndarray:
     data = load_dataset(spec, "train")
     if data.shape != model.spec.shape:
         raise DataError(f"{spec}: images {data.shape}, the model codes {model.spec.shape}")
-    return data.images
+    return spec
 
 
-def _policy(args: argparse.Namespace, model: ARDM, train: np.ndarray | None) -> list[list[int]]:
+def _policy(args: argparse.Namespace, model: ARDM, train: str | None) -> list[list[int]]:
     """The chunk starts per stage for --budget and --policy."""
     try:
         budget = resolve_budgets([parse_budget(args.budget)], model.num_stages, model.num_variables)[0]
@@ -102,9 +104,10 @@ def _policy(args: argparse.Namespace, model: ARDM, train: np.ndarray | None) -> 
     return budget_policy(budget, model.num_stages, model.num_variables, args.policy, table)
 
 
-def _step_table(args: argparse.Namespace, model: ARDM, train: np.ndarray | None) -> StepTable:
+def _step_table(args: argparse.Namespace, model: ARDM, train: str | None) -> StepTable:
     if args.table is None:
-        return estimate_step_table(model, train[: args.table_images], args.samples_per_step)
+        images, metadata = table_images(train, TABLE_SPLIT, args.table_images)
+        return estimate_step_table(model, images, args.samples_per_step, metadata=metadata)
     try:
         table = StepTable.load(args.table)
     except (OSError, ValueError) as err:
@@ -118,12 +121,13 @@ def cmd_compress(args: argparse.Namespace) -> None:
     model = load_model(args.checkpoint, map_location=args.device)
     images, layout, what = _input_images(args.input, args.split, model)
     needs_training = args.order_seed is None or (args.policy != "naive" and args.table is None)
-    train = _training_images(args, model) if needs_training else None
+    train = _training_spec(args, model) if needs_training else None
     policy = _policy(args, model, train)
     if args.order_seed is None:
-        choice = choose_order(model, train[: args.order_images], policy, args.orders, args.batch_size)
+        order_images = load_dataset(train, "train").subset(args.order_images)[0]
+        choice = choose_order(model, order_images, policy, args.orders, args.batch_size)
         scores = ", ".join(f"{seed}: {bpd:.4f}" for seed, bpd in choice.bpd.items())
-        print(f"order search on {min(len(train), args.order_images)} training images (bpd): {scores}")
+        print(f"order search on {len(order_images)} training images (bpd): {scores}")
         seed = choice.seed
     else:
         seed = args.order_seed

@@ -8,7 +8,8 @@ A sweep file has these sections (see sweeps/*.yaml for complete examples):
     train:       steps, batch_size, learning_rate, ... (ardm.train.TrainConfig)
     eval:        samples_per_image, batch_size, max_images, sample_grid      (ardm.config.EvalConfig)
     resources:   workers_per_trial, cpus_per_worker, gpus_per_worker
-    postprocess: enabled, budgets (total calls, "N/stage" and/or "full"), table_samples_per_step, table_ranges,
+    postprocess: enabled, budgets (total calls, "N/stage" and/or "full"), table_split, table_images,
+                 table_samples_per_step, table_ranges,
                  steps_per_call, orders_per_image, max_images, sample_grid, sort_decreasing,
                  compression (budgets, max_images, orders, order_images)
     tracking:    uri (default: sqlite:///<cwd>/mlflow.db), experiment (default: the sweep name)
@@ -37,6 +38,7 @@ from typing import Any
 from ardm.budgets import parse_budget, resolve_budget
 from ardm.config import ConfigError, EvalConfig, ModelConfig, apply_override, build, read_yaml
 from ardm.data import DataError, load_dataset, parse_spec
+from ardm.data.dataset import SPLITS
 from ardm.train import TrainConfig
 from ardm.upscale import num_stages_for
 
@@ -142,8 +144,10 @@ class PostprocessSection:
 
     budgets: network calls per generation: total calls (20), calls per stage ("500/stage", S x 500
     in all, the paper's unit for upscale models) or "full" (the model's step count S*D); the step table
-    gets table_samples_per_step (image, order) draws per step, in table_ranges Ray tasks of whole
-    multiples of steps_per_call steps; each policy's bpd is measured with orders_per_image random
+    gets table_samples_per_step (image, order) draws per step from table_images images (0: all) of
+    table_split ("train": never the measured images; "test" on request, and the report then says
+    so), in table_ranges Ray tasks of whole multiples of steps_per_call steps; each policy's bpd
+    is measured with orders_per_image random
     orders per image on max_images test images (0: all; else spread evenly over the split);
     sample_grid images are drawn per budget (0: no grids); sort_decreasing sorts the table before
     the DP, as the paper does.
@@ -151,6 +155,8 @@ class PostprocessSection:
 
     enabled: bool = True
     budgets: tuple[int | str, ...] = ("full",)
+    table_split: str = "train"
+    table_images: int = 0
     table_samples_per_step: int = 16
     table_ranges: int = 4
     steps_per_call: int = 16
@@ -163,6 +169,8 @@ class PostprocessSection:
     def __post_init__(self) -> None:
         if not self.budgets:
             raise ValueError("budgets: give at least one budget")
+        if self.table_split not in SPLITS or self.table_images < 0:
+            raise ValueError(f"table_split must be one of {', '.join(SPLITS)} and table_images >= 0")
         _check_budget_values(self.budgets, "budgets")
         if self.table_samples_per_step < 2 or self.orders_per_image < 1 or self.max_images < 0:
             raise ValueError("table_samples_per_step must be >= 2, orders_per_image >= 1, max_images >= 0")

@@ -1,11 +1,16 @@
 """Post-processing of one trained model on Ray: step table, DP policies per budget, measured bpd.
 
-    1. the per-step table l_{j,t} on the test split, in step ranges as Ray tasks (orchestrator.tables);
+    1. the per-step table l_{j,t} on training images by default (postprocess.table_split: the
+       policies are never chosen on the images they are measured on), in step ranges as Ray tasks
+       (orchestrator.tables);
     2. the DP policies for every budget on the driver (ardm.budgets.budget_policies: per-stage
        equal budgets as in the paper, the joint allocation for upscale models, the naive baseline);
-    3. one Ray task per budget that measures each policy's bpd on the test split and draws a
-       sample grid with the optimal policy. The every-step policy (the full budget) costs the
-       negative ELBO, measured by its unbiased random-step estimate rather than S*D calls per image.
+       the full budget (every step) is always among them, as every budget's excess is over it;
+    3. one Ray task per budget that measures each policy's bpd on the test images with
+       ardm.budgets.measure_budget (the one measurement that `ardm budgets` uses too; all budgets
+       on the same images and orders) and draws a sample grid with the optimal policy;
+    4. with postprocess.compression.budgets, one Ray task per budget that rANS-codes test images
+       and codes the same images with PNG and WebP-lossless.
 
 Results land in `out` (a path, or a URI) under a folder named by a hash of the model's identity,
 the data and every setting but the budgets: tables/parts/*.parquet, tables/step_table.parquet,
@@ -15,15 +20,18 @@ measures the new ones; other settings or another model start afresh. The curve
 (budget_bpd.parquet/.csv/.png, policies.json), the table (Parquet and CSV) and the grids are
 gathered in <out>/artifacts for MLflow.
 
-MLflow metrics of a trial (bits per dimension; k is a budget in network calls):
+MLflow metrics of a trial (bits per dimension; k is a budget in total network calls, k / S per stage):
     bpd_budget_<k>_predicted (+_stderr)   the DP policy's cost under the table (equal split)
     bpd_budget_<k>_measured (+_stderr)    that policy's measured bpd on test images
+    bpd_budget_<k>_excess (+_stderr)      its excess over the every-step bpd on the same images, paired
     bpd_budget_<k>_naive (+_stderr)       evenly spaced chunks, measured
     bpd_budget_<k>_joint (+_stderr)       the jointly allocated DP policy, measured (S > 1 only)
-    full_elbo_bpd (+_stderr), total_steps the every-step model from the table, and S*D
+    full_elbo_bpd (+_stderr)              the every-step model from the table (on the table's images)
+    total_steps, num_stages               S*D and S
     compressed_bpd_<k>                    with postprocess.compression.budgets: the real rANS-coded size
-                                          of the first test images under the optimal policy (payload
-                                          bits per dimension), beside bpd_budget_<k>_* of the same model
+                                          of test images under the optimal policy (payload bits per
+                                          dimension), beside bpd_budget_<k>_* of the same model
+    png_bpd, webp_lossless_bpd            the same images, each coded as its own PNG / WebP-lossless file
 """
 
 from __future__ import annotations
@@ -40,25 +48,26 @@ import ray
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from ardm.budgets import BudgetCurve, budget_policies, curve_row, save_budget_curve
+from ardm.budgets import BudgetCurve, budget_policies, curve_row, measure_budget, save_budget_curve
 from ardm.checkpoint import check_data_fits, load_checkpoint, load_model
 from ardm.compression import choose_order, compressed_bpd
+from ardm.compression.baselines import baseline_bpd
 from ardm.config import ConfigError
 from ardm.data import load_dataset
-from ardm.evaluate import Estimate, estimate_nelbo, measure_policy
+from ardm.evaluate import Estimate
 from ardm.images import save_grid
 from ardm.sampling import sample
 from ardm.storage import filesystem, write_atomic
 from ardm.tables import model_identity
 from orchestrator.cluster import connect_ray
 from orchestrator.config import PostprocessSection
-from orchestrator.tables import OUTSIDE_TRIAL, distributed_step_table, held_out
+from orchestrator.tables import OUTSIDE_TRIAL, distributed_step_table
 from orchestrator.tracking import CHECKPOINT_TAG, DATA_TAG, SweepTracker, TrackingError, check_tracking
 
-# Random steps per image (times orders_per_image) for the measured bpd of the every-step policy.
-FULL_BUDGET_DRAWS = 16
 # MLflow metric suffix of each policy's measured bpd.
 MEASURED_KEY = {"optimal": "measured", "naive": "naive", "optimal-joint": "joint"}
+# MLflow metric of each classical codec's bpd on the compressed images.
+BASELINE_METRIC = {"PNG": "png_bpd", "WebP-lossless": "webp_lossless_bpd"}
 
 
 @dataclass
@@ -78,35 +87,30 @@ def _read_json(uri: str) -> dict | None:
     return json.loads(fs.open_input_file(path).read())
 
 
+def _test_images(data: str, count: int, seed: int):
+    """The test images whose bpd (and compressed size) is measured: `count` (0: all) spread over the split."""
+    return load_dataset(data, "test").subset(count, seed)[0]
+
+
 @ray.remote(max_retries=3)
 def _measure_budget(checkpoint: str, data: str, budget: int, policies: dict[str, list[list[int]]],
                     settings: dict, seed: int, out: str) -> dict:
-    """Measure each policy of one budget on the test split and draw a sample grid; write both."""
+    """Measure each policy of one budget on the test images (ardm.budgets.measure_budget) and draw
+    a sample grid; write both."""
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_model(checkpoint, ema=True, map_location=device)
-    images = held_out(data, "test", settings["max_images"])
-    by_policy: dict[str, dict] = {}  # policies that coincide (e.g. every policy at the full budget) run once
-    for policy in policies.values():
-        key = json.dumps(policy)
-        if key in by_policy:
-            continue
-        if all(len(starts) == model.num_variables for starts in policy):
-            # Every step, one call each: the cost is the negative ELBO, E_sigma[-log2 p(x | sigma)] / D.
-            # Its unbiased one-random-step estimate needs FULL_BUDGET_DRAWS calls per image instead of S*D.
-            est = estimate_nelbo(model, images, FULL_BUDGET_DRAWS * settings["orders_per_image"], seed=seed)
-        else:
-            est = measure_policy(model, images, policy, settings["orders_per_image"], seed=seed)
-        by_policy[key] = asdict(est)
-    measured = {name: by_policy[json.dumps(policy)] for name, policy in policies.items()}
+    images = _test_images(data, settings["max_images"], seed)
+    measured = measure_budget(model, images, policies, settings["orders_per_image"], seed=seed)
     if settings["sample_grid"]:
         grid = sample(model, settings["sample_grid"], policy=policies["optimal"], seed=seed)
         with tempfile.TemporaryDirectory() as scratch:
             png = save_grid(grid, model.spec.num_classes, Path(scratch) / "grid.png")
             fs, path = filesystem(f"{out}/samples_budget_{budget}.png")
             write_atomic(fs, path, png.read_bytes())
-    result = {"budget": budget, "policies": policies, "measured": measured}
+    result = {"budget": budget, "policies": policies,
+              "measured": {name: est.to_dict() for name, est in measured.items()}}
     fs, path = filesystem(f"{out}/budgets/budget-{budget}.json")
     write_atomic(fs, path, json.dumps(result).encode())
     return result
@@ -114,14 +118,17 @@ def _measure_budget(checkpoint: str, data: str, budget: int, policies: dict[str,
 
 @ray.remote(max_retries=3)
 def _compress_budget(checkpoint: str, data: str, budget: int, policy: list[list[int]], settings: dict,
-                     out: str) -> dict:
-    """Compress the first test images under one budget's optimal policy, the order chosen on
-    training images; write and return {"budget", "policy", "settings", "order_seed", "bpd", "bits"}."""
+                     seed: int, out: str) -> dict:
+    """Compress test images under one budget's optimal policy, the order chosen on training images,
+    and the same images with PNG and WebP-lossless; write and return {"budget", "policy",
+    "settings", "order_seed", "bpd", "bits", "baselines"}."""
     model = load_model(checkpoint, ema=True)  # on the CPU: the coder needs reproducible floats
-    order = choose_order(model, held_out(data, "train", settings["order_images"]), policy, settings["orders"])
-    bpd, bits = compressed_bpd(model, held_out(data, "test", settings["max_images"]), policy, order.seed)
+    order_images = load_dataset(data, "train").subset(settings["order_images"], seed)[0]
+    order = choose_order(model, order_images, policy, settings["orders"])
+    images = _test_images(data, settings["max_images"], seed)
+    bpd, bits = compressed_bpd(model, images, policy, order.seed)
     result = {"budget": budget, "policy": policy, "settings": settings, "order_seed": order.seed, "bpd": bpd,
-              "bits": bits.tolist()}
+              "bits": bits.tolist(), "baselines": baseline_bpd(images)}
     fs, path = filesystem(f"{out}/compression/budget-{budget}.json")
     write_atomic(fs, path, json.dumps(result).encode())
     return result
@@ -152,8 +159,10 @@ def postprocess_checkpoint(
     work = f"{out}/{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]}"
     table = distributed_step_table(
         checkpoint, data, f"{work}/tables", model.num_steps, settings.table_ranges,
-        settings.table_samples_per_step, settings.steps_per_call, seed, "test", settings.max_images, use_gpu,
+        settings.table_samples_per_step, settings.steps_per_call, seed, settings.table_split,
+        settings.table_images, use_gpu,
     )
+    budgets = sorted({*budgets, model.num_steps})  # every budget's excess is over the full one
     policies = budget_policies(table.matrix("nll_bits"), sorted({*budgets, *compress_at}), settings.sort_decreasing)
     task = _measure_budget.options(num_gpus=1 if use_gpu else 0, num_cpus=1, scheduling_strategy=OUTSIDE_TRIAL)
     task_settings = {k: getattr(settings, k) for k in ("max_images", "orders_per_image", "sample_grid")}
@@ -166,7 +175,7 @@ def postprocess_checkpoint(
             compressed[budget] = done
         else:
             compressing.append(_compress_budget.options(num_cpus=1, scheduling_strategy=OUTSIDE_TRIAL).remote(
-                checkpoint, data, budget, policies[budget, "optimal"], compression, work))
+                checkpoint, data, budget, policies[budget, "optimal"], compression, seed, work))
     for budget in budgets:
         wanted = {name: starts for (b, name), starts in policies.items() if b == budget}
         done = _read_json(f"{work}/budgets/budget-{budget}.json")
@@ -176,8 +185,9 @@ def postprocess_checkpoint(
             pending.append(task.remote(checkpoint, data, budget, wanted, task_settings, seed, work))
     results |= {r["budget"]: r for r in ray.get(pending)}
     compressed |= {r["budget"]: r for r in ray.get(compressing)}
+    full = Estimate.from_dict(results[model.num_steps]["measured"]["optimal"])
     rows = [
-        curve_row(table, budget, name, starts, Estimate(**results[budget]["measured"][name]),
+        curve_row(table, budget, name, starts, Estimate.from_dict(results[budget]["measured"][name]), full,
                   settings.sort_decreasing)
         for (budget, name), starts in policies.items() if budget in results
     ]
@@ -187,25 +197,27 @@ def postprocess_checkpoint(
     pacsv.write_csv(table.to_arrow(), folder / "step_table.csv")
     for name in ["tables/step_table.parquet"] + [f"samples_budget_{b}.png" for b in budgets]:
         _copy_to_local(f"{work}/{name}", folder / Path(name).name)
-    metrics = curve_metrics(curve, model.num_steps)
+    metrics = curve_metrics(curve, model.num_steps, model.num_stages)
     for budget, done in compressed.items():
         metrics[f"compressed_bpd_{budget}"] = done["bpd"]
         metrics[f"compressed_order_seed_{budget}"] = float(done["order_seed"])
+        metrics |= {BASELINE_METRIC[codec]: bpd for codec, bpd in done["baselines"].items()}
     if compressed:
         (folder / "compression.json").write_text(json.dumps(list(compressed.values())))
     return Postprocessed(curve=curve, metrics=metrics, folder=folder)
 
 
-def curve_metrics(curve: BudgetCurve, total_steps: int) -> dict[str, float]:
+def curve_metrics(curve: BudgetCurve, total_steps: int, num_stages: int) -> dict[str, float]:
     """The MLflow metrics of a budget curve (see the module docstring)."""
     metrics = {"full_elbo_bpd": curve.full_elbo[0], "full_elbo_stderr": curve.full_elbo[1],
-               "total_steps": float(total_steps)}
+               "total_steps": float(total_steps), "num_stages": float(num_stages)}
     for r in curve.rows:
         key = f"bpd_budget_{r['budget']}_{MEASURED_KEY[r['policy']]}"
         metrics[key], metrics[f"{key}_stderr"] = r["measured_bpd"], r["measured_stderr"]
         if r["policy"] == "optimal":
-            prefix = f"bpd_budget_{r['budget']}_predicted"
-            metrics[prefix], metrics[f"{prefix}_stderr"] = r["predicted_bpd"], r["predicted_stderr"]
+            for kind in ("predicted", "excess"):
+                prefix = f"bpd_budget_{r['budget']}_{kind}"
+                metrics[prefix], metrics[f"{prefix}_stderr"] = r[f"{kind}_bpd"], r[f"{kind}_stderr"]
     return metrics
 
 

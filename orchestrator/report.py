@@ -1,11 +1,16 @@
 """The sweep report: budget versus bpd for every trial of a sweep, read back from MLflow.
 
-One row per trial (its configuration, status, bpd at each budget, the full-step ELBO, total
+One row per trial (its configuration, status, measured bpd at each budget, with all steps, total
 steps, training time), written as report.parquet, report.md and a self-contained report.html
-(the plot inlined), with budget_bpd.png: one measured bpd-vs-budget curve per trial on a log x
-axis, the full-step ELBO marked. Failed and unfinished trials are rows with their status and
-reason, never dropped. Everything is read from the trials' MLflow runs, so `ardm report` on a
-finished sweep gives the same report as the one written at the sweep's end.
+(the plot and the sample grids inlined), with budget_bpd.png: per trial, the optimal policy's
+measured bpd against total calls (solid, ±2 s.e.) and the naive policy's (dashed), on a log x
+axis, the every-step value starred. Per configuration the report then sets, at each budget, the
+measured bpd beside its excess over all steps on the same images (paired standard error), the
+DP's prediction from the step table and the naive and joint policies; the compressed size beside
+PNG and WebP-lossless on the same images; a sample grid per budget; findings computed from the
+numbers (orchestrator/findings.py); and for CIFAR-10 the paper's numbers. Failed and unfinished
+trials are rows with their status and reason, never dropped. Everything is read from the trials'
+MLflow runs, so `ardm report` on a finished sweep gives the same report as the sweep's end.
 """
 
 from __future__ import annotations
@@ -14,21 +19,26 @@ import base64
 import html
 import math
 import re
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
 
+from orchestrator.findings import PAPER_CIFAR10, findings
 from orchestrator.tracking import FAILURE_REASON_TAG, ROLE_TAG, TRIAL_TAG, SweepTracker, TrackingError
 
 CONFIGURATION_TAG = "ardm.configuration"
-_BUDGET_METRIC = re.compile(r"^bpd_budget_(\d+)_measured$")
+_BUDGET_METRIC = re.compile(r"^bpd_budget_(\d+)_(measured|naive|predicted|excess|joint)(_stderr)?$")
+_COMPRESSED_METRIC = re.compile(r"^compressed_bpd_(\d+)$")
 _BUDGET_COLUMN = re.compile(r"^bpd_budget_(\d+)$")
 STATUS = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "killed"}  # anything else: unfinished
-
+KINDS = ("excess", "predicted", "naive", "joint")  # beside the measured optimal bpd at each budget
+BASELINES = ("png_bpd", "webp_lossless_bpd")
 
 @dataclass
 class Report:
@@ -38,6 +48,8 @@ class Report:
     rows: list[dict]
     budgets: list[int]
     folder: Path
+    grids: dict[str, dict[int, bytes]] = field(default_factory=dict)  # run id -> budget -> PNG
+    notes: list[str] = field(default_factory=list)
 
     @property
     def html(self) -> Path:
@@ -54,29 +66,52 @@ def latest_sweep(tracker: SweepTracker) -> str:
 
 
 def trial_row(run: Run) -> dict:
-    """A trial run as a report row: status, reason, and its metrics (bits per dimension, seconds)."""
-    m, tags = run.data.metrics, run.data.tags
+    """A trial run as a report row: status, reason, and its metrics (bits per dimension, seconds).
+    Budget columns are `bpd_budget_<k>` (the optimal policy, measured) and `bpd_budget_<k>_<kind>`
+    for each of KINDS, each with `_stderr`, and `compressed_bpd_<k>`; k is total calls."""
+    m, tags, params = run.data.metrics, run.data.tags, run.data.params
     total = int(m["total_steps"]) if "total_steps" in m else None
     row = {
         "trial": tags.get(TRIAL_TAG, run.info.run_name),
         "configuration": tags.get(CONFIGURATION_TAG, run.info.run_name),
-        "branching": run.data.params.get("model.branching"),
-        "parameterization": run.data.params.get("model.parameterization"),
+        "branching": params.get("model.branching"),
+        "parameterization": params.get("model.parameterization"),
         "status": STATUS.get(run.info.status, "unfinished"),
         "reason": tags.get(FAILURE_REASON_TAG, ""),
         "run_id": run.info.run_id,
+        "data": params.get("data.spec"),
+        "table_split": params.get("postprocess.table_split"),
         "test_bpd": m.get("test_bpd"), "test_bpd_stderr": m.get("test_bpd_stderr"),
         "full_elbo_bpd": m.get("full_elbo_bpd"), "full_elbo_stderr": m.get("full_elbo_stderr"),
-        "total_steps": total, "train_time_s": m.get("wall_time_s"),
+        "total_steps": total, "num_stages": int(m["num_stages"]) if "num_stages" in m else None,
+        "train_time_s": m.get("wall_time_s"),
         "bpd_all_steps": m.get(f"bpd_budget_{total}_measured"),
         "bpd_all_steps_stderr": m.get(f"bpd_budget_{total}_measured_stderr"),
+        **{name: m.get(name) for name in BASELINES},
     }
     for key, value in m.items():
+        if (found := _COMPRESSED_METRIC.match(key)):
+            row[key] = value
         found = _BUDGET_METRIC.match(key)
         if found and int(found[1]) != total:
-            row[f"bpd_budget_{found[1]}"] = value
-            row[f"bpd_budget_{found[1]}_stderr"] = m.get(f"{key}_stderr")
+            kind = "" if found[2] == "measured" else f"_{found[2]}"
+            row[f"bpd_budget_{found[1]}{kind}{found[3] or ''}"] = value
     return row
+
+
+def _sample_grids(tracker: SweepTracker, run_id: str) -> dict[int, bytes]:
+    """The trial's post-processing sample grids (budget -> PNG bytes); {} when there are none."""
+    grids = {}
+    try:
+        names = [a.path for a in tracker.client.list_artifacts(run_id, "postprocess")]
+        with tempfile.TemporaryDirectory() as scratch:
+            for name in names:
+                if (found := re.search(r"samples_budget_(\d+)\.png$", name)):
+                    local = tracker.client.download_artifacts(run_id, name, scratch)
+                    grids[int(found[1])] = Path(local).read_bytes()
+    except (MlflowException, OSError):
+        return {}  # a report without pictures beats no report
+    return grids
 
 
 def build_report(tracker: SweepTracker, parent_id: str, out: str | Path, log: bool = True) -> Report:
@@ -85,14 +120,21 @@ def build_report(tracker: SweepTracker, parent_id: str, out: str | Path, log: bo
     parent = tracker.client.get_run(parent_id)
     rows = [trial_row(run) for run in tracker.runs_of(parent_id)]
     budgets = sorted({int(found[1]) for r in rows for k in r if (found := _BUDGET_COLUMN.match(k))})
-    columns = ["trial", "configuration", "branching", "parameterization", "status", "reason", "run_id",
-               "test_bpd", "test_bpd_stderr", "full_elbo_bpd", "full_elbo_stderr", "total_steps", "train_time_s",
-               "bpd_all_steps", "bpd_all_steps_stderr"]
-    columns += [f"bpd_budget_{b}{s}" for b in budgets for s in ("", "_stderr")]
+    compressed = sorted({int(found[1]) for r in rows for k in r if (found := _COMPRESSED_METRIC.match(k))})
+    columns = ["trial", "configuration", "branching", "parameterization", "status", "reason", "run_id", "data",
+               "table_split", "test_bpd", "test_bpd_stderr", "full_elbo_bpd", "full_elbo_stderr", "total_steps",
+               "num_stages", "train_time_s", "bpd_all_steps", "bpd_all_steps_stderr", *BASELINES]
+    columns += [f"bpd_budget_{b}{kind}{s}" for b in budgets for kind in ("", *(f"_{k}" for k in KINDS))
+                for s in ("", "_stderr")]
+    columns += [f"compressed_bpd_{b}" for b in compressed]
     rows = [{c: r.get(c) for c in columns} for r in sorted(rows, key=lambda r: r["trial"])]
-    report = Report(rows=rows, budgets=budgets, folder=Path(out))
+    report = Report(rows=rows, budgets=budgets, folder=Path(out),
+                    grids={r["run_id"]: _sample_grids(tracker, r["run_id"]) for r in rows if r["status"] == "finished"})
+    report.notes = _notes(report)
     report.folder.mkdir(parents=True, exist_ok=True)
-    schema = pa.schema([(c, pa.string() if c in columns[:7] else pa.float64()) for c in columns])
+    text = {"trial", "configuration", "branching", "parameterization", "status", "reason", "run_id", "data",
+            "table_split"}
+    schema = pa.schema([(c, pa.string() if c in text else pa.float64()) for c in columns])
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), report.folder / "report.parquet")
     title = f"{tracker.experiment}: budget vs bpd"
     plot = plot_report(report, report.folder / "budget_bpd.png", title)
@@ -105,6 +147,16 @@ def build_report(tracker: SweepTracker, parent_id: str, out: str | Path, log: bo
     return report
 
 
+def _notes(report: Report) -> list[str]:
+    """What a reader must know to compare the numbers: where the tables came from."""
+    on_test = [r["configuration"] for r in report.rows if r["table_split"] == "test"]
+    if on_test:
+        return [f"The step tables of {', '.join(on_test)} were estimated on the test split, the images the bpd "
+                "is measured on: the optimal policies were chosen on those images, so their measured bpd is "
+                "optimistically biased."]
+    return []
+
+
 def _cell(value: float | None, stderr: float | None = None, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
@@ -112,9 +164,9 @@ def _cell(value: float | None, stderr: float | None = None, digits: int = 3) -> 
 
 
 def _table(report: Report) -> tuple[list[str], list[list[str]]]:
-    """Header and cells of the report table (the same for Markdown and HTML)."""
-    header = ["configuration", "status", *[f"{b} calls" for b in report.budgets], "all steps", "full-step ELBO",
-              "total steps", "training time"]
+    """Header and cells of the summary table (the same for Markdown and HTML): one row per trial."""
+    header = ["configuration", "status", *[f"{b} calls" for b in report.budgets], "all steps", "total steps",
+              "training time"]
     cells = []
     for r in report.rows:
         status = r["status"] + (f": {r['reason'][:100]}" if r["reason"] else "")
@@ -122,33 +174,129 @@ def _table(report: Report) -> tuple[list[str], list[list[str]]]:
         cells.append([
             r["configuration"], status,
             *[_cell(r[f"bpd_budget_{b}"], r[f"bpd_budget_{b}_stderr"]) for b in report.budgets],
-            _cell(r["bpd_all_steps"], r["bpd_all_steps_stderr"]), _cell(r["full_elbo_bpd"], r["full_elbo_stderr"]),
+            _cell(r["bpd_all_steps"], r["bpd_all_steps_stderr"]),
             "—" if r["total_steps"] is None else str(r["total_steps"]), minutes,
         ])
     return header, cells
 
 
+def _per_stage(calls: int, stages: int | None) -> str:
+    if not stages or stages == 1:
+        return str(calls)
+    return f"{stages} x {calls // stages}" if calls % stages == 0 else f"{calls} ({stages} stages)"
+
+
+def _budget_table(report: Report, r: dict) -> tuple[list[str], list[list[str]]]:
+    """One finished trial's budgets: measured, excess over all steps (paired), predicted, naive, joint."""
+    header = ["calls", "per stage", "measured (optimal)", "excess over all steps", "predicted (table)", "naive",
+              "joint split"]
+    cells = []
+    for b in report.budgets:
+        if r[f"bpd_budget_{b}"] is None:
+            continue
+        # The excess gets a fourth digit: a 0.002 bpd difference is what its paired error resolves.
+        cells.append([str(b), _per_stage(b, r["num_stages"]), _cell(r[f"bpd_budget_{b}"], r[f"bpd_budget_{b}_stderr"]),
+                      *[_cell(r[f"bpd_budget_{b}_{k}"], r[f"bpd_budget_{b}_{k}_stderr"], 4 if k == "excess" else 3)
+                        for k in ("excess", "predicted", "naive", "joint")]])
+    if r["bpd_all_steps"] is not None:
+        cells.append([str(r["total_steps"]), _per_stage(r["total_steps"], r["num_stages"]),
+                      _cell(r["bpd_all_steps"], r["bpd_all_steps_stderr"]), "0 (reference)",
+                      _cell(r["full_elbo_bpd"], r["full_elbo_stderr"]), "(same)", "(same)"])
+    return header, cells
+
+
+def _compression_table(report: Report) -> tuple[list[str], list[list[str]]]:
+    """Per finished trial and compression budget: the rANS payload beside PNG and WebP-lossless."""
+    header = ["configuration", "calls", "per stage", "ARDM (rANS)", "measured bpd", "PNG", "WebP-lossless"]
+    cells = []
+    for r in report.rows:
+        for key in sorted((k for k in r if k.startswith("compressed_bpd_") and r[k] is not None),
+                          key=lambda k: int(k.rsplit("_", 1)[1])):
+            b = int(key.rsplit("_", 1)[1])
+            cells.append([r["configuration"], str(b), _per_stage(b, r["num_stages"]), _cell(r[key]),
+                          _cell(r.get(f"bpd_budget_{b}"), r.get(f"bpd_budget_{b}_stderr")),
+                          _cell(r["png_bpd"]), _cell(r["webp_lossless_bpd"])])
+    return header, cells
+
+
+def _paper_table(report: Report) -> tuple[list[str], list[list[str]]]:
+    """The paper's CIFAR-10 numbers, for sweeps on CIFAR-10 only."""
+    if not any((r["data"] or "").startswith("cifar10") for r in report.rows):
+        return [], []
+    return (["paper (Hoogeboom et al., 2022)", "calls", "what", "bpd"],
+            [[m, calls, kind, f"{bpd:.2f}"] for m, calls, kind, bpd in PAPER_CIFAR10])
+
+
 _NOTE = ("bpd: measured bits per dimension ± standard error on the post-processing's test images "
-         "(postprocess.max_images, spread over the test split), under the DP policy with the budget "
-         "(network calls) split evenly over stages; full-step ELBO: from the step table on the same images.")
+         "(postprocess.max_images, spread over the test split), under the DP policy chosen on a step table of other "
+         "images (postprocess.table_split), the budget (total network calls) split evenly over stages. Every budget "
+         "is measured on the same images and orders, so its excess over all steps has a paired standard error, "
+         "free of the image-to-image spread. predicted: the policy's cost under the step table, whose every-step "
+         "sum is the table's ELBO on its own images.")
+
+
+def _sections(report: Report) -> list[tuple[str, list[str], list[list[str]], str]]:
+    """(heading, table header, table cells, run id or "") of every section after the summary."""
+    sections = [(f"{r['configuration']}: budgets", *_budget_table(report, r), r["run_id"])
+                for r in report.rows if r["status"] == "finished"]
+    head, cells = _compression_table(report)
+    if cells:
+        sections.append(("Compression (per image, payload) against PNG and WebP-lossless on the same images",
+                         head, cells, ""))
+    head, cells = _paper_table(report)
+    if cells:
+        sections.append(("The paper's CIFAR-10 numbers", head, cells, ""))
+    return sections
+
+
+def _md_table(head: list[str], cells: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
+            *["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]]
 
 
 def _markdown(report: Report, title: str, header: str) -> str:
     head, cells = _table(report)
-    lines = [f"# {title}", "", header, "", "![budget vs bpd](budget_bpd.png)", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
-    return "\n".join([*lines, "", _NOTE, ""])
+    lines = [f"# {title}", "", header, "", "![budget vs bpd](budget_bpd.png)", "", *_md_table(head, cells), ""]
+    found = findings(report.rows, report.budgets)
+    if found or report.notes:
+        lines += ["## Findings", "", *[f"- {f}" for f in [*report.notes, *found]], ""]
+    for heading, head, cells, _ in _sections(report):
+        lines += [f"## {heading}", "", *_md_table(head, cells), ""]
+    if any(report.grids.values()):
+        lines += ["Sample grids per budget: report.html, and each trial's postprocess/samples_budget_<k>.png.", ""]
+    return "\n".join([*lines, _NOTE, ""])
+
+
+def _html_table(head: list[str], cells: list[list[str]], classes: list[str] | None = None, id_: str = "") -> str:
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    body = "".join(
+        (f'<tr class="{html.escape(c)}">' if c else "<tr>") + "".join(f"<td>{html.escape(x)}</td>" for x in row)
+        + "</tr>" for row, c in zip(cells, classes or [""] * len(cells), strict=True)
+    )
+    ident = f' id="{id_}"' if id_ else ""
+    return f"<table{ident}><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _png(data: bytes, alt: str, ident: str = "") -> str:
+    ident = f' id="{ident}"' if ident else ""
+    return f'<img{ident} alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 
 
 def _html(report: Report, title: str, header: str, png: bytes) -> str:
     head, cells = _table(report)
-    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-    body = "".join(
-        f'<tr class="{html.escape(r["status"])}">' + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
-        for r, row in zip(report.rows, cells, strict=True)
-    )
-    image = base64.b64encode(png).decode()
+    parts = [_html_table(head, cells, [r["status"] for r in report.rows], "report")]
+    found = findings(report.rows, report.budgets)
+    if found or report.notes:
+        items = "".join(f"<li>{html.escape(f)}</li>" for f in [*report.notes, *found])
+        parts.append(f'<h2>Findings</h2><ul id="findings">{items}</ul>')
+    for heading, head, cells, run_id in _sections(report):
+        parts.append(f"<h2>{html.escape(heading)}</h2>{_html_table(head, cells)}")
+        grids = report.grids.get(run_id, {})
+        if grids:
+            figures = "".join(f"<figure>{_png(grids[b], f'samples at {b} calls')}<figcaption>{b} calls"
+                              f"</figcaption></figure>" for b in sorted(grids))
+            parts.append(f'<div class="grids">{figures}</div>')
+    body = "\n".join(parts)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
@@ -157,42 +305,52 @@ table {{ border-collapse: collapse; margin: 1em 0; }}
 th, td {{ border: 1px solid #bbb; padding: 0.3em 0.6em; text-align: right; white-space: nowrap; }}
 th:nth-child(-n+2), td:nth-child(-n+2) {{ text-align: left; }}
 tr.failed, tr.killed {{ background: #fde2e2; }} tr.unfinished {{ background: #fff4d6; }}
+.grids {{ display: flex; flex-wrap: wrap; gap: 1em; }} figure {{ margin: 0; text-align: center; }}
+figure img {{ width: 160px; image-rendering: pixelated; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>{html.escape(header)}</p>
-<img id="plot" alt="budget vs bpd" src="data:image/png;base64,{image}">
-<table id="report"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>
+{_png(png, "budget vs bpd", "plot")}
+{body}
 <p>{html.escape(_NOTE)}</p>
 </body></html>
 """
 
 
 def plot_report(report: Report, path: Path, title: str) -> Path:
-    """One measured bpd-vs-budget curve per trial (log x, ±2 s.e.), its full-step ELBO as a star
-    at x = total steps with a dotted line; trials without budget results are listed in the legend."""
+    """Per trial: the optimal policy's measured bpd against total calls (solid, ±2 s.e.), the naive
+    policy's (dashed, same colour), and the every-step value as a star at x = total steps; trials
+    without budget results are listed in the legend."""
     import matplotlib
 
     matplotlib.use("Agg")  # headless: no display on the driver or CI
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     fig, ax = plt.subplots(figsize=(7.2, 4.6))
     for i, r in enumerate(report.rows):
+        label = r["configuration"] if r["status"] == "finished" else f"{r['configuration']} ({r['status']})"
         points = [(b, r[f"bpd_budget_{b}"], r[f"bpd_budget_{b}_stderr"]) for b in report.budgets
                   if r[f"bpd_budget_{b}"] is not None]
-        if r["bpd_all_steps"] is not None:
-            points.append((r["total_steps"], r["bpd_all_steps"], r["bpd_all_steps_stderr"]))
-        label = r["configuration"] if r["status"] == "finished" else f"{r['configuration']} ({r['status']})"
-        if not points:
+        full = [] if r["bpd_all_steps"] is None else [(r["total_steps"], r["bpd_all_steps"], r["bpd_all_steps_stderr"])]
+        if not points + full:
             ax.plot([], [], color=f"C{i}", label=f"{label}: no budget results")
             continue
-        x, y, se = zip(*sorted(points), strict=True)
+        x, y, se = zip(*sorted(points + full), strict=True)
         ax.errorbar(x, y, yerr=[2 * (s or 0.0) for s in se], marker="o", capsize=3, color=f"C{i}", label=label)
-        if r["full_elbo_bpd"] is not None:
-            ax.axhline(r["full_elbo_bpd"], color=f"C{i}", ls=":", lw=1)
-            ax.plot([r["total_steps"]], [r["full_elbo_bpd"]], marker="*", ms=12, color=f"C{i}",
-                    label=f"{r['configuration']} full-step ELBO {r['full_elbo_bpd']:.3f}")
+        naive = sorted((b, r[f"bpd_budget_{b}_naive"]) for b in report.budgets
+                       if r[f"bpd_budget_{b}_naive"] is not None)
+        if naive:
+            nx, ny = zip(*(naive + [(p[0], p[1]) for p in full]), strict=True)
+            ax.plot(nx, ny, ls="--", color=f"C{i}", alpha=0.8, label=f"{r['configuration']} naive")
+        if full:
+            ax.plot([full[0][0]], [full[0][1]], marker="*", ms=13, color=f"C{i}", ls="none",
+                    label=f"{r['configuration']} all steps {full[0][1]:.3f}")
     ax.set_xscale("log")
-    ax.set_xlabel("network calls (budget)")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("network calls (total)")
     ax.set_ylabel("bits per dimension (test)")
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")

@@ -1,7 +1,8 @@
 """Per-step likelihood tables computed on Ray: step ranges as retried tasks, merged into one table.
 
 Each range is a Ray task (one GPU where the cluster has GPUs, else CPUs) that loads the
-checkpoint's EMA weights and the held-out split of a dataset spec, estimates its steps (ardm.tables), and writes
+checkpoint's EMA weights and the table's images of a dataset spec (ardm.tables.table_images: the
+training split by default), estimates its steps (ardm.tables), and writes
 `<out>/parts/steps-<lo>-<hi>.parquet` atomically. A lost task is retried by Ray; a range whose
 part already exists is not recomputed, so a resumed post-processing run continues where it
 stopped. Ranges are aligned to multiples of steps_per_call, so the merged table is bit-identical
@@ -12,14 +13,12 @@ from __future__ import annotations
 
 from itertools import pairwise
 
-import numpy as np
 import pyarrow.fs as pafs
 import ray
 
 from ardm.checkpoint import load_model
-from ardm.data import load_dataset
 from ardm.storage import filesystem
-from ardm.tables import StepTable, estimate_step_table
+from ardm.tables import TABLE_SPLIT, StepTable, estimate_step_table, table_images
 
 # Spread over the cluster's nodes, and never inside the calling Tune trial's placement group
 # (an explicit strategy is not captured by it): a trial reserves only its driver's token CPU.
@@ -34,18 +33,6 @@ def step_ranges(num_steps: int, num_ranges: int, steps_per_call: int) -> list[ra
     return [range(a * steps_per_call, min(b * steps_per_call, num_steps)) for a, b in pairwise(edges)]
 
 
-def held_out(data: str, split: str, max_images: int) -> np.ndarray:
-    """uint8 (N, C, H, W): `max_images` images (0: all) of a split, spread evenly over it.
-
-    Evenly spaced rather than the first ones: splits are often ordered (patches by position in
-    their photo, CIFAR by batch), and the first few would not represent the split.
-    """
-    images = load_dataset(data, split).images
-    if not max_images or max_images >= len(images):
-        return images
-    return images[np.linspace(0, len(images) - 1, max_images).round().astype(np.int64)]
-
-
 def _part_uri(out: str, steps: range) -> str:
     return f"{out}/parts/steps-{steps.start:06d}-{steps.stop:06d}.parquet"
 
@@ -57,12 +44,12 @@ def _exists(uri: str) -> bool:
 
 @ray.remote(max_retries=3)
 def _table_range(checkpoint: str, data: str, split: str, steps: range, samples_per_step: int,
-                 steps_per_call: int, seed: int, max_images: int, metadata: dict, out_uri: str) -> str:
+                 steps_per_call: int, seed: int, num_images: int, out_uri: str) -> str:
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_model(checkpoint, ema=True, map_location=device)
-    images = held_out(data, split, max_images)
+    images, metadata = table_images(data, split, num_images, seed)
     part = estimate_step_table(model, images, samples_per_step, steps=steps, steps_per_call=steps_per_call,
                                seed=seed, metadata=metadata)
     return part.save(out_uri)
@@ -77,21 +64,21 @@ def distributed_step_table(
     samples_per_step: int = 16,
     steps_per_call: int = 16,
     seed: int = 0,
-    split: str = "test",
-    max_images: int = 0,
+    split: str = TABLE_SPLIT,
+    num_images: int = 0,
     use_gpu: bool = False,
 ) -> StepTable:
     """Estimate every step of a checkpoint's model in `num_ranges` Ray tasks and merge the parts.
 
     checkpoint: a local path every node can read (shared storage); data: a dataset spec every node
-    can read (e.g. parquet:<uri>); out: folder (path or URI) for the parts and `step_table.parquet`.
-    num_steps: the model's S*D. Returns the merged table.
+    can read (e.g. parquet:<uri>); split, num_images: the table's images (ardm.tables.table_images);
+    out: folder (path or URI) for the parts and `step_table.parquet`. num_steps: the model's S*D.
+    Returns the merged table.
     """
-    metadata = {"data": data, "split": split}
     task = _table_range.options(num_gpus=1 if use_gpu else 0, num_cpus=1, scheduling_strategy=OUTSIDE_TRIAL)
     pending = [
-        task.remote(checkpoint, data, split, steps, samples_per_step, steps_per_call, seed, max_images,
-                    metadata, _part_uri(out, steps))
+        task.remote(checkpoint, data, split, steps, samples_per_step, steps_per_call, seed, num_images,
+                    _part_uri(out, steps))
         for steps in step_ranges(num_steps, num_ranges, steps_per_call)
         if not _exists(_part_uri(out, steps))
     ]

@@ -91,7 +91,7 @@ def train_worker(loop_config: dict) -> None:
         def test_metrics(path: Path) -> dict:
             """Negative ELBO (bpd) of the EMA weights on the test split, logged to MLflow as well."""
             test = load_parquet_split(loop_config["data_uri"], "test")
-            images = test.images[: cfg.eval.max_images or None]
+            images, _ = test.subset(cfg.eval.max_images, seed=cfg.train.seed)
             ema = load_model(path, ema=True, map_location=device)
             est = estimate_nelbo(ema, images, cfg.eval.samples_per_image, cfg.eval.batch_size, seed=cfg.train.seed)
             found = {"test_bpd": est.mean, "test_bpd_stderr": est.stderr, "test_images": est.n}

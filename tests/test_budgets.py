@@ -1,6 +1,7 @@
 """Budget vs bpd: DP predictions agree with measured bpd on a trained model; files and CLI."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -8,6 +9,7 @@ import pytest
 from PIL import Image
 
 from ardm.budgets import (
+    COLUMNS,
     budget_curve,
     budget_policies,
     parse_budget,
@@ -17,11 +19,13 @@ from ardm.budgets import (
     resolve_budgets,
     save_budget_curve,
 )
+from ardm.config import build
 from ardm.evaluate import estimate_nelbo
 from ardm.parallel import optimal_policies
 from ardm.sampling import sample
 from ardm.tables import StepTable, estimate_step_table
 from orchestrator.cli import main
+from orchestrator.config import SweepConfig, check_budgets_fit, load_sweep, resolve
 
 from reference import checkpoint_of
 
@@ -59,6 +63,18 @@ def test_full_budget_is_the_full_step_elbo_and_fewer_calls_never_predict_less(cu
     assert all(a >= b - 1e-12 for a, b in zip(predicted, predicted[1:], strict=False))
     for o, n in zip(optimal, naive, strict=True):
         assert o["predicted_bpd"] <= n["predicted_bpd"] + 1e-12
+
+
+def test_excess_over_all_steps_is_paired(curve):
+    """Every budget is measured on the same images (and orders): the excess over the every-step value
+    is the difference of the means, and its paired error is below either measurement's own error."""
+    _, c = curve
+    full = next(r for r in c.rows if r["budget"] == 64 and r["policy"] == "optimal")
+    assert full["excess_bpd"] == 0 and full["excess_stderr"] == 0
+    for r in c.rows:
+        assert r["excess_bpd"] == pytest.approx(r["measured_bpd"] - full["measured_bpd"], abs=1e-9)
+        if r["budget"] < 64:
+            assert 0 < r["excess_stderr"] < r["measured_stderr"], r
 
 
 def test_curve_files(curve, tmp_path):
@@ -111,6 +127,10 @@ def test_budgets_command(trained_digits, tmp_path, capsys):
     for name in ("step_table.parquet", "budget_bpd.parquet", "budget_bpd.csv", "budget_bpd.png", "policies.json",
                  "samples_budget_8.png"):
         assert (tmp_path / "out" / name).is_file(), name
+    # The table's images are training images spread over the split; bpd is measured on test images.
+    table = StepTable.load(str(tmp_path / "out" / "step_table.parquet"))
+    assert table.metadata["split"] == "train" and table.metadata["images"] == "all"
+    assert pq.read_table(tmp_path / "out" / "budget_bpd.parquet").column_names == list(COLUMNS)
     for bad, message in [("0,8", "--budgets: budget '0': each must be an integer >= 1"),
                          ("65", "--budgets: budget 65 outside 1..64"),
                          ("65/stage", "--budgets: budget 65/stage: more than D=64 calls per stage"),
@@ -135,3 +155,14 @@ def test_budget_specs_resolve_to_total_calls():
         resolve_budget("65/stage", 1, 64)
     with pytest.raises(ValueError, match="outside 3..15"):
         resolve_budgets([2], 3, 5)
+
+
+def test_cifar_sweep_states_its_budgets_per_stage_as_the_paper_does():
+    """sweeps/cifar.yaml loads, and its budgets resolve per stage for every branching factor it sweeps:
+    the Upscale-4 trial compresses at 4 x 100 and 4 x 500 calls, as in the paper's compression table."""
+    sweep = load_sweep(Path(__file__).parents[1] / "sweeps" / "cifar.yaml")
+    check_budgets_fit(sweep, (3, 32, 32), 256)
+    upscale4 = build(SweepConfig, resolve(sweep.raw, {("model", "branching"): 4}))
+    assert upscale4.postprocess.resolve_compression_budgets(4, 4 * 3072) == [400, 2000]
+    assert upscale4.postprocess.resolve_budgets(4, 4 * 3072)[-2:] == [4000, 4 * 3072]
+    assert upscale4.postprocess.table_split == "train"

@@ -23,10 +23,12 @@ def test_one_range_and_four_ranges_agree_exactly(ray_cluster, trained_digits, tm
     ckpt = checkpoint_of(model, tmp_path / "c.pt")
     convert_dataset("digits", str(tmp_path / "data"), 1000)
     data = f"parquet:{tmp_path / 'data'}"
-    kwargs = {"num_steps": model.num_steps, "samples_per_step": 3, "steps_per_call": 8, "seed": 5, "max_images": 60}
+    kwargs = {"num_steps": model.num_steps, "samples_per_step": 3, "steps_per_call": 8, "seed": 5, "num_images": 60}
     one = distributed_step_table(str(ckpt), data, str(tmp_path / "one"), num_ranges=1, **kwargs)
     four = distributed_step_table(str(ckpt), data, str(tmp_path / "four"), num_ranges=4, **kwargs)
     assert one.is_complete() and len(list((tmp_path / "four" / "parts").iterdir())) == 4
+    # By default the table's images are training images, spread over the split, and the file says which.
+    assert one.metadata["split"] == "train" and len(one.metadata["images"].split(",")) == 60
     for col in ("stage", "t", "nll_bits", "stderr_bits", "n"):
         assert np.array_equal(getattr(one, col), getattr(four, col)), col
     # Resume: a finished range is reused as it is, a missing one is computed again.

@@ -1,8 +1,11 @@
 """Post-processing on Ray: results are reused on a repeat, new budgets only measure themselves,
 and bad input fails in one line before anything starts."""
 
+import pyarrow.parquet as pq
 import pytest
 
+from ardm.budgets import COLUMNS
+from ardm.tables import StepTable
 from orchestrator.cli import main
 from orchestrator.config import CompressionSection, PostprocessSection
 from orchestrator.postprocess import postprocess_checkpoint
@@ -22,11 +25,22 @@ def test_repeat_reuses_results_and_new_budgets_measure_only_themselves(ray_clust
     work = next(p for p in (tmp_path / "pp").iterdir() if p.name != "artifacts")
     # Everything but the merged table (re-merged from its parts each time) is computed once.
     stamps = {p: p.stat().st_mtime_ns for p in work.rglob("*") if p.is_file() and p.name != "step_table.parquet"}
+    # The full budget is always measured (every budget's excess is over it): asking for it adds nothing.
+    assert {p.name for p in work.rglob("budget-*.json")} == {"budget-2.json", "budget-8.json", "budget-64.json"}
     again = postprocess_checkpoint(ckpt, "digits", str(tmp_path / "pp"),
-                                   PostprocessSection(budgets=(2, 8, "full"), **settings))
+                                   PostprocessSection(budgets=(2, 8, "4/stage", "full"), **settings))
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing recomputed
     new = {p for p in work.rglob("*") if p.is_file() and p.name != "step_table.parquet"} - set(stamps)
-    assert {p.name for p in new} == {"budget-64.json", "samples_budget_64.png"}
+    assert {p.name for p in new} == {"budget-4.json", "samples_budget_4.png"}
+    # The table comes from training images, never the measured test images, and its file says so.
+    table = StepTable.load(str(work / "tables" / "step_table.parquet"))
+    assert table.metadata["split"] == "train" and table.metadata["images"] == "all"
+    assert pq.read_table(again.folder / "budget_bpd.parquet").column_names == list(COLUMNS)
+    # Each budget's excess over all steps, on the same images: paired, so far tighter than either error.
+    assert again.metrics["bpd_budget_8_excess"] == pytest.approx(
+        again.metrics["bpd_budget_8_measured"] - again.metrics["bpd_budget_64_measured"])
+    assert again.metrics["bpd_budget_64_excess"] == 0 and again.metrics["num_stages"] == 1
+    assert again.metrics["png_bpd"] > 0 and again.metrics["webp_lossless_bpd"] > 0
     for key, value in first.metrics.items():
         assert again.metrics[key] == value, key
     assert again.metrics["bpd_budget_64_predicted"] == pytest.approx(again.metrics["full_elbo_bpd"])

@@ -21,11 +21,16 @@ TRIALS = {
                                      "bpd_budget_4_measured_stderr": 0.1, "bpd_budget_20_measured": 5.9,
                                      "bpd_budget_20_measured_stderr": 0.06, "bpd_budget_192_measured": 5.41,
                                      "bpd_budget_192_measured_stderr": 0.05}, None),
-    "branching=4_b": ("FINISHED", {"total_steps": 768, "full_elbo_bpd": 4.9, "full_elbo_stderr": 0.07,
+    "branching=4_b": ("FINISHED", {"total_steps": 768, "num_stages": 3, "full_elbo_bpd": 4.9, "full_elbo_stderr": 0.07,
                                    "wall_time_s": 130.0, "bpd_budget_4_measured": 6.2,
                                    "bpd_budget_4_measured_stderr": 0.08, "bpd_budget_20_measured": 5.3,
                                    "bpd_budget_20_measured_stderr": 0.07, "bpd_budget_768_measured": 4.93,
-                                   "bpd_budget_768_measured_stderr": 0.07}, None),
+                                   "bpd_budget_768_measured_stderr": 0.07,
+                                   "bpd_budget_4_naive": 7.9, "bpd_budget_4_naive_stderr": 0.1,
+                                   "bpd_budget_20_naive": 5.9, "bpd_budget_20_naive_stderr": 0.08,
+                                   "bpd_budget_20_excess": 0.37, "bpd_budget_20_excess_stderr": 0.0123,
+                                   "bpd_budget_20_predicted": 5.25, "bpd_budget_20_predicted_stderr": 0.02,
+                                   "compressed_bpd_20": 5.61, "png_bpd": 7.25, "webp_lossless_bpd": 6.5}, None),
     "branching=2_c": ("FAILED", {}, "RuntimeError: CUDA out of memory"),
     "branching=8_d": ("RUNNING", {"train_bpd": 6.0}, None),
 }
@@ -61,7 +66,18 @@ def test_report_rows_equal_the_runs_metrics_and_show_every_trial(sweep, tmp_path
     assert rows["branching=8_d"]["status"] == "unfinished" and rows["branching=8_d"]["bpd_budget_4"] is None
     text = (tmp_path / "report" / "report.md").read_text()
     assert "failed: RuntimeError: CUDA out of memory" in text and "| branching=8 | unfinished |" in text
-    assert "| branching=4 | finished | 6.200 ± 0.080 | 5.300 ± 0.070 | 4.930 ± 0.070 | 4.900 ± 0.070 | 768 |" in text
+    # One every-step value per trial (measured on the test images); the table's ELBO is in the detail.
+    assert "| branching=4 | finished | 6.200 ± 0.080 | 5.300 ± 0.070 | 4.930 ± 0.070 | 768 |" in text
+    assert "| 20 | 20 (3 stages) | 5.300 ± 0.070 | 0.3700 ± 0.0123 | 5.250 ± 0.020 | 5.900 ± 0.080 | — |" in text
+    assert "| branching=4 | 20 | 20 (3 stages) | 5.610 | 5.300 ± 0.070 | 7.250 | 6.500 |" in text
+    assert "paper" not in text  # not a CIFAR-10 sweep
+    # Naive 5.9 at 20 calls and 4.93 at 768: 5.3 is 62% of the way down (log x), at 20 * 38.4**0.619 calls.
+    assert "the naive policy needs ≈16 calls for the optimal policy's 6.200 at 4 (3.9x); ≈191 calls for the " \
+           "optimal policy's 5.300 at 20 (9.5x)." in text
+    assert "branching=256: the naive policy" not in text  # no naive measurements: no claim
+    assert "branching=4: smallest budget within 1% / 5% of its every-step 4.930 bpd (768 calls): 1%: 768 calls, " \
+           "5%: 768 calls." in text  # 5.3 is 7.5% above 4.93
+    assert "Best configuration per budget: 4 calls: branching=4 (6.200); 20 calls: branching=4 (5.300)." in text
     logged = {a.path for a in tracker.client.list_artifacts(parent, "report")}
     assert logged == {f"report/{n}" for n in ("report.html", "report.md", "report.parquet", "budget_bpd.png")}
 
@@ -99,6 +115,9 @@ def test_html_report_renders_table_and_plot_in_headless_chromium(sweep, tmp_path
     dom = _chromium_run(["--dump-dom", url], tmp_path / "profile-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert dom.stdout.count("<tr class=") == len(TRIALS) and 'id="plot"' in dom.stdout
+    # The rendered page holds the runs' numbers: the paired excess, the compression beside PNG/WebP, findings.
+    assert "<td>0.3700 ± 0.0123</td>" in dom.stdout and "<td>5.610</td><td>5.300 ± 0.070</td>" in dom.stdout
+    assert '<ul id="findings">' in dom.stdout and "(9.5x)" in dom.stdout
     shot = tmp_path / "shot.png"
     run = _chromium_run([f"--screenshot={shot}", url], tmp_path / "profile-shot")
     assert run.returncode == 0 and shot.is_file(), run.stderr[-2000:]

@@ -1,7 +1,7 @@
 """Data layer: every dataset is an ImageDataset (uint8 (N, C, H, W), K classes), named by a spec string."""
 
 from ardm.data.cifar import write_cifar10_archive
-from ardm.data.dataset import DataError, ImageDataset
+from ardm.data.dataset import DataError, ImageDataset, spread_indices
 from ardm.data.parquet import load_parquet_split, write_parquet_shards
 from ardm.data.spec import DataSpec, convert_dataset, load_dataset, parse_spec
 
@@ -13,6 +13,7 @@ __all__ = [
     "load_dataset",
     "load_parquet_split",
     "parse_spec",
+    "spread_indices",
     "write_cifar10_archive",
     "write_parquet_shards",
 ]

@@ -58,6 +58,19 @@ def split_indices(
     return np.sort(chosen)
 
 
+def spread_indices(num_items: int, count: int, seed: int = 0) -> np.ndarray:
+    """Sorted int64 indices of `count` items (0 or >= num_items: all) spread evenly over 0..num_items-1.
+
+    One per stride of num_items / count, at a seeded random offset within the stride: splits are
+    often ordered (patches by position in their photo, CIFAR by batch), so the first few items
+    would not represent the split. The same (num_items, count, seed) always gives the same indices.
+    """
+    if not count or count >= num_items:
+        return np.arange(num_items, dtype=np.int64)
+    offset = np.random.default_rng(seed).random()
+    return np.floor((np.arange(count) + offset) * (num_items / count)).astype(np.int64)
+
+
 @dataclass(frozen=True, eq=False)
 class ImageDataset:
     """Images of discrete values for an ARDM: every value is one of K classes.
@@ -100,6 +113,13 @@ class ImageDataset:
         """(C, H, W) of one image."""
         _, c, h, w = self.images.shape
         return (c, h, w)
+
+    def subset(self, count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(images (n, C, H, W), their indices (n,)): `count` images (0: all) spread evenly over the
+        dataset (spread_indices). Every command that takes a number of images (max_images,
+        table_images, order_images) picks them this way."""
+        indices = spread_indices(len(self.images), count, seed)
+        return self.images[indices], indices
 
     @property
     def num_variables(self) -> int:
