@@ -69,8 +69,10 @@ def _corrupt_shards(tmp_path: Path, verify: bool = True) -> None:
 
 SWEEP_CASES = {
     # Structure and types.
-    "unknown-section": SweepCase({"sweeep": {"name": "x"}}, ("sweeep: unknown field",)),
-    "unknown-key": SweepCase({"train.stepz": 3}, ("train.stepz: unknown field",)),
+    "unknown-section": SweepCase({"sweeep": {"name": "x"}}, ("sweeep: unknown field; did you mean sweep?",)),
+    "unknown-key": SweepCase({"train.stepz": 3}, ("train.stepz: unknown field; did you mean train.steps?",)),
+    "unknown-key-far-from-any": SweepCase({"train.lr": 3}, ("train.lr: unknown field; expected one of [",
+                                                            "'learning_rate'")),
     "string-for-int": SweepCase({"train.steps": "ten"}, ("train.steps: expected an integer, got 'ten'",)),
     "bool-for-int": SweepCase({"train.batch_size": True}, ("train.batch_size: expected an integer",)),
     "list-for-mapping": SweepCase({"model": [4, 16]}, ("model: expected a mapping",)),
@@ -79,7 +81,13 @@ SWEEP_CASES = {
     "unknown-preset": SweepCase({"model.preset": "huge"}, ("model: preset must be one of",)),
     "unknown-network-field": SweepCase({"model.network": {"chanels": 8}}, ("model: ", "chanels")),
     # Search spaces.
-    "space-unknown-kind": SweepCase({"model.branching": {"gird": [2, 4]}}, ("model.branching: expected an integer",)),
+    "space-unknown-kind": SweepCase({"model.branching": {"gird": [2, 4]}},
+                                    ("model.branching: unknown search space gird; did you mean grid?",)),
+    "space-unknown-kind-far-from-any": SweepCase({"train.learning_rate": {"range": [0.1, 1]}},
+                                                 ("train.learning_rate: unknown search space range; expected one of",
+                                                  "'grid'", "'loguniform'")),
+    "space-two-kinds": SweepCase({"model.branching": {"grid": [2], "choice": [4]}},
+                                 ("model.branching: expected a value or one search space", "got choice, grid")),
     "space-empty-grid": SweepCase({"model.branching": {"grid": []}}, ("model.branching.grid: expected a non-empty",)),
     "space-not-a-list": SweepCase({"train.learning_rate": {"choice": 0.1}},
                                   ("train.learning_rate.choice: expected a non-empty list",)),
@@ -127,7 +135,12 @@ SWEEP_CASES = {
     # --set overrides.
     "set-without-value": SweepCase(args=("--set", "train.steps"), expected=("--set train.steps: expected KEY.PATH",)),
     "set-through-a-scalar": SweepCase(args=("--set", "train.steps.x=1"), expected=("steps is not a section",)),
-    "set-unknown-section": SweepCase(args=("--set", "trian.steps=3"), expected=("trian: unknown field",)),
+    "set-unknown-section": SweepCase(args=("--set", "trian.steps=3"),
+                                     expected=("--set trian.steps=3: unknown field trian; did you mean train?",)),
+    "set-unknown-field": SweepCase(args=("--set", "train.step=10"), expected=(
+        "--set train.step=10: unknown field train.step; did you mean train.steps?",)),
+    "set-unknown-space": SweepCase(args=("--set", "model.branching={gird: [2, 4]}"),
+                                   expected=("model.branching: unknown search space gird; did you mean grid?",)),
     "set-bad-space": SweepCase(args=("--set", "model.branching={grid: [4, 1]}"),
                                expected=("model: branching must be >= 2",)),
 }
@@ -197,6 +210,18 @@ def test_bad_sweep_file(case: SweepCase, tmp_path: Path, capfd: pytest.CaptureFi
     assert line.startswith(f"{path}: ")
     for fragment in case.expected:
         assert fragment.replace("{tmp}", str(tmp_path)) in line
+
+
+@pytest.mark.parametrize("data", ["photos:8", {"grid": ["digits", "photos:8"]}], ids=["spec", "space-of-specs"])
+def test_sweep_data_takes_a_spec_as_run_configs_do(data: object, tmp_path: Path) -> None:
+    """`data: SPEC` is short for `data: {spec: SPEC}`, in a file, a search space and a --set."""
+    path = tmp_path / "short.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "data": data}))
+    sweep = load_sweep(path)
+    assert sweep.base.data.spec in ("photos:8", "digits")
+    assert sweep.raw["data"] == {"spec": data}
+    assert load_sweep(path, ["data=photos:16"]).base.data.spec == "photos:16"
+    assert load_sweep(path, ["data.spec=photos:32"]).base.data.spec == "photos:32"
 
 
 def test_budget_check_covers_every_trial(tmp_path: Path) -> None:
@@ -309,7 +334,10 @@ CALL_CASES = {
     "train-set-through-a-scalar": CallCase(("train", str(ROOT / "configs" / "photos8.yaml"), "--set",
                                             "model.branching.x=1"), ("photos8.yaml: --set", "not a section")),
     "train-unknown-field": CallCase(("train", str(ROOT / "configs" / "photos8.yaml"), "--set", "train.lr=0.1"),
-                                    ("photos8.yaml: train.lr: unknown field",)),
+                                    ("photos8.yaml: --set train.lr=0.1: unknown field train.lr; expected one of",
+                                     "'learning_rate'")),
+    "train-mistyped-field": CallCase(("train", str(ROOT / "configs" / "photos8.yaml"), "--set", "train.step=10"),
+                                     ("--set train.step=10: unknown field train.step; did you mean train.steps?",)),
     "train-checkpoint-of-another-model": CallCase(
         ("train", str(ROOT / "configs" / "photos8.yaml"), *TRAIN, "--set", "model.branching=17",
          "--set", "output={made}"), ("{made}/checkpoint.pt: checkpoint is for another model", "branching"),
