@@ -118,6 +118,9 @@ SWEEP_CASES = {
     "budget-above-steps-of-one-trial": SweepCase({"model.branching": {"grid": [4, 17]}, "postprocess.budgets": [100]},
                                                  ("postprocess.budgets: [100] outside 1..64", "model.branching=17")),
     # Data.
+    "photos-patch-size": SweepCase({"data.spec": "photos:9"},
+                                   ("photos:9: patch size 9 is not available (valid: photos:8, photos:16",)),
+    "photos-patch-size-shorthand": SweepCase({"data": "photos:9"}, ("data: spec: photos:9: patch size 9 is not",)),
     "unknown-data-kind": SweepCase({"data.spec": "nosuch:x"}, ("data: spec: nosuch:x: unknown dataset kind",)),
     "missing-cifar": SweepCase({"data.spec": "cifar10:{tmp}/nope"}, ("data.spec: ", "nope: no such file")),
     "missing-npy": SweepCase({"data.spec": "npy:{tmp}/nope.npy"}, ("data.spec: ", "nope.npy")),
@@ -299,6 +302,12 @@ def _npy(checkpoint: Path, tmp_path: Path) -> str:
     return str(tmp_path / "images.npy")
 
 
+def _digits_npy(checkpoint: Path, tmp_path: Path) -> str:
+    """The digits (values 0..16) as a .npy, which reads as K = 256 unless its spec says ?k=17."""
+    np.save(tmp_path / "digits.npy", load_dataset("digits", "test").images)
+    return str(tmp_path / "digits.npy")
+
+
 # Run config overrides for `ardm train` on digits (the shipped config, made tiny).
 TRAIN = ["--set", "data=digits", "--set", "model.preset=cpu-tiny", "--set", "train.steps=2"]
 
@@ -328,6 +337,9 @@ CALL_CASES = {
                                      ("{tmp}/nope.npy",)),
     "evaluate-values-above-k": CallCase(("evaluate", "--checkpoint", "{ckpt}", "--data", "npy:{made}?k=4"),
                                         ("{made}", "value 7 >= K=4"), _npy),
+    "evaluate-data-of-another-k": CallCase(("evaluate", "--checkpoint", "{ckpt}", "--data", "npy:{made}"),
+                                           ("npy:{made}: images are 1x8x8 with K=256", "model is for 1x8x8 with K=17",
+                                            "say so in its spec with ?k=17"), _digits_npy),
     "convert-missing-cifar": CallCase(("convert", "cifar10:{tmp}/nope", "{tmp}/out"), ("{tmp}/nope: no such file",)),
     "convert-rows-per-shard-0": CallCase(("convert", "digits", "{tmp}/out", "--rows-per-shard", "0"),
                                          ("{tmp}/out: rows_per_shard must be >= 1",)),
