@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from ardm.checkpoint import load_checkpoint
 from ardm.config import ConfigError, ModelConfig
@@ -284,6 +285,35 @@ def _yaml_as_checkpoint(checkpoint: Path, tmp_path: Path) -> str:
     return str(path)
 
 
+def _png(checkpoint: Path, tmp_path: Path) -> str:
+    path = tmp_path / "samples.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(path)
+    return str(path)
+
+
+def _pickled_object(checkpoint: Path, tmp_path: Path) -> str:
+    """A torch.save file holding a Python object that weights-only loading refuses."""
+    path = tmp_path / "object.pt"
+    torch.save({"where": Path("x")}, path)
+    return str(path)
+
+
+def _run_folder(checkpoint: Path, tmp_path: Path) -> str:
+    """An `ardm train` output folder: checkpoint.pt and the files around it."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(checkpoint.read_bytes())
+    (tmp_path / "run" / "metrics.json").write_text("{}")
+    return str(tmp_path / "run")
+
+
+def _ray_train_folder(checkpoint: Path, tmp_path: Path) -> str:
+    """A Ray Train run folder: one checkpoint_<timestamp>/checkpoint.pt per report."""
+    for stamp in ("2026-01-01_10-00-00.000001", "2026-01-01_10-05-00.000002"):
+        (tmp_path / "trial" / f"checkpoint_{stamp}").mkdir(parents=True)
+        (tmp_path / "trial" / f"checkpoint_{stamp}" / "checkpoint.pt").write_bytes(checkpoint.read_bytes())
+    return str(tmp_path / "trial")
+
+
 def _other_model_run(checkpoint: Path, tmp_path: Path) -> str:
     """A run folder whose checkpoint.pt is the b = 4 model; the run config asks for b = 17."""
     (tmp_path / "run").mkdir()
@@ -328,7 +358,22 @@ CALL_CASES = {
     "evaluate-truncated-checkpoint": CallCase(("evaluate", "--checkpoint", "{made}", "--data", "digits"),
                                               ("{made}: not a readable checkpoint",), _truncated),
     "evaluate-yaml-as-checkpoint": CallCase(("evaluate", "--checkpoint", "{made}", "--data", "digits"),
-                                            ("{made}: not a readable checkpoint",), _yaml_as_checkpoint),
+                                            ("{made}: not an ARDM checkpoint (not a file written by torch.save)",),
+                                            _yaml_as_checkpoint),
+    "sample-png-as-checkpoint": CallCase(("sample", "--checkpoint", "{made}", "{tmp}/grid.png"),
+                                         ("{made}: not an ARDM checkpoint (not a file written by torch.save)",), _png),
+    "sample-pickled-object-as-checkpoint": CallCase(("sample", "--checkpoint", "{made}", "{tmp}/grid.png"),
+                                                    ("{made}: not an ARDM checkpoint (it holds objects other",),
+                                                    _pickled_object),
+    "sample-run-folder-as-checkpoint": CallCase(("sample", "--checkpoint", "{made}", "{tmp}/grid.png"),
+                                                ("{made}: is a folder, not a checkpoint file; "
+                                                 "pass the file {made}/checkpoint.pt",), _run_folder),
+    "evaluate-ray-folder-as-checkpoint": CallCase(
+        ("evaluate", "--checkpoint", "{made}", "--data", "digits"),
+        ("{made}: is a folder, not a checkpoint file; pass the file {made}/checkpoint_2026-01-01_10-05-00.000002/"
+         "checkpoint.pt",), _ray_train_folder),
+    "evaluate-empty-folder-as-checkpoint": CallCase(("evaluate", "--checkpoint", "{tmp}", "--data", "digits"),
+                                                    ("{tmp}: is a folder, not a checkpoint file; it holds no",)),
     "sample-foreign-checkpoint": CallCase(("sample", "--checkpoint", "{made}", "{tmp}/grid.png"),
                                           ("{made}: not an ARDM checkpoint",), _foreign),
     "evaluate-corrupt-parquet-shard": CallCase(("evaluate", "--checkpoint", "{ckpt}", "--data", "parquet:{made}"),
@@ -352,7 +397,8 @@ CALL_CASES = {
                                      ("--set train.step=10: unknown field train.step; did you mean train.steps?",)),
     "train-checkpoint-of-another-model": CallCase(
         ("train", str(ROOT / "configs" / "photos8.yaml"), *TRAIN, "--set", "model.branching=17",
-         "--set", "output={made}"), ("{made}/checkpoint.pt: checkpoint is for another model", "branching"),
+         "--set", "output={made}"), ("{made}/checkpoint.pt: checkpoint is for another model", "branching",
+                                     "start afresh with --fresh (overwrites it) or use another output folder"),
         _other_model_run),
     "train-missing-data": CallCase(
         ("train", str(ROOT / "configs" / "photos8.yaml"), *TRAIN, "--set", "data=npy:{tmp}/nope.npy",
@@ -380,5 +426,6 @@ def test_bad_call(case: CallCase, checkpoint: Path, tmp_path: Path, capfd: pytes
     line = _fails_cleanly([fill(a) for a in case.argv], tmp_path, capfd)
     for fragment in case.expected:
         assert fill(fragment) in line
+    assert "weights_only" not in line  # torch's advice to load unsafely must not reach the user
     assert checkpoint.read_bytes() == kept and load_checkpoint(checkpoint)["step"] == 1
 
