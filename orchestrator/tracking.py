@@ -81,9 +81,8 @@ def check_tracking(uri: str, timeout: float = 5.0) -> None:
         _check_sqlite(uri)
     elif scheme in ("", "file"):
         path = Path(re.sub(r"^file:(//)?", "", uri)).absolute()
-        raise TrackingError(
-            f"{uri}: MLflow 3 refuses the file store; use a database, e.g. sqlite:///{path / 'mlflow.db'}"
-        )
+        db = path if path.is_file() or path.suffix == ".db" else path / "mlflow.db"  # a database file, or a folder
+        raise TrackingError(f"{uri}: MLflow 3 refuses the file store; use a database, e.g. sqlite:///{db}")
 
 
 def _check_server(uri: str, timeout: float) -> None:
@@ -187,7 +186,7 @@ class SweepTracker:
         self._outage: str | None = None  # what failed, while this process sees an outage
         self._retry_at = 0.0  # time.monotonic() from which to try the server again
         if not create and self.client.get_experiment_by_name(experiment) is None:
-            raise TrackingError(f"{uri}: no experiment named {experiment!r}")
+            raise TrackingError(f"{uri}: no experiment named {experiment!r} ({self._experiment_names()})")
         self.experiment_id = self._ensure_experiment()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -236,6 +235,12 @@ class SweepTracker:
                 f"(mlflow experiments restore --experiment-id {found.experiment_id}) or use another name"
             )
         return found.experiment_id
+
+    def _experiment_names(self, limit: int = 10) -> str:
+        """The store's experiments, most recently updated first (at most `limit`), for a mistyped name."""
+        found = self.client.search_experiments(max_results=limit + 1, order_by=["last_update_time DESC"])
+        names = [e.name for e in found[:limit]] + (["..."] if len(found) > limit else [])
+        return f"experiments there: {', '.join(names)}" if names else "it has no experiments"
 
     def _artifact_location(self) -> str | None:
         """For SQLite, artifacts go next to the database instead of MLflow's `./mlruns` default.

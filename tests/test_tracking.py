@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
+from orchestrator.cli import main
 from orchestrator.tracking import (
     FAILURE_REASON_TAG,
     MAX_REASON_LENGTH,
@@ -104,6 +105,16 @@ def test_check_tracking_refuses_file_store(tmp_path: Path) -> None:
             check_tracking(uri)
         assert str(err.value).startswith(uri)
         assert "sqlite:////" in str(err.value) and "mlruns/mlflow.db" in str(err.value)
+
+
+def test_check_tracking_suggests_the_database_file_a_path_names(tmp_path: Path) -> None:
+    """A path to a database file (existing, or ending in .db) is that database, not a folder to put one in."""
+    existing = tmp_path / "store"
+    existing.write_bytes(b"")
+    for path in (tmp_path / "mlflow.db", existing):
+        with pytest.raises(TrackingError, match="refuses the file store") as err:
+            check_tracking(str(path))
+        assert str(err.value).endswith(f"e.g. sqlite:///{path}")
 
 
 def test_check_tracking_sqlite(tmp_path: Path) -> None:
@@ -301,3 +312,18 @@ def test_deleted_experiment_is_refused(sqlite_uri: str) -> None:
     tracker.client.delete_experiment(tracker.experiment_id)
     with pytest.raises(TrackingError, match="experiment 'gone' is deleted"):
         SweepTracker(sqlite_uri, "gone")
+
+
+def test_a_mistyped_experiment_lists_the_experiments_there(sqlite_uri: str, capsys: pytest.CaptureFixture) -> None:
+    for name in ("listed-alpha", "listed-beta"):
+        SweepTracker(sqlite_uri, name)
+    capsys.readouterr()  # MLflow's log lines when it creates the database
+    assert main(["report", "listed-alpah", "--tracking-uri", sqlite_uri]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no experiment named 'listed-alpah' (experiments there: " in err
+    assert "listed-alpha" in err and "listed-beta" in err
+    for i in range(10):  # more than ten: the ten most recent, then "..."
+        SweepTracker(sqlite_uri, f"listed-{i}")
+    assert main(["report", "listed-alpah", "--tracking-uri", sqlite_uri]) == 2
+    listed = capsys.readouterr().err.strip().split("(experiments there: ")[1].removesuffix(")").split(", ")
+    assert listed == [f"listed-{i}" for i in reversed(range(10))] + ["..."]

@@ -410,6 +410,9 @@ CALL_CASES = {
                                                ("{ckpt}: postprocess.budgets: [193] outside 3..192",)),
     "postprocess-tracking-unreachable": CallCase(("postprocess", "0123abcd", "--tracking-uri", UNREACHABLE),
                                                  (f"{UNREACHABLE}: tracking server unreachable",)),
+    "report-tracking-uri-a-database-path": CallCase(
+        ("report", "sweep", "--tracking-uri", "{tmp}/mlflow.db"),
+        ("{tmp}/mlflow.db: MLflow 3 refuses the file store; use a database, e.g. sqlite:///{tmp}/mlflow.db",)),
     "report-gone-sweep-tracking-unreachable": CallCase(("report", "gone/sweep", "--tracking-uri", UNREACHABLE),
                                                        (f"{UNREACHABLE}: tracking server unreachable",)),
 }
