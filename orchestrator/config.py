@@ -12,7 +12,8 @@ A sweep file has these sections (see sweeps/*.yaml for complete examples):
     postprocess: enabled, budgets (ints and/or "full"), table_samples_per_step, table_ranges,
                  steps_per_call, orders_per_image, max_images, sample_grid, sort_decreasing,
                  compression (budgets, max_images, orders, order_images)
-    tracking:    uri (default: sqlite:///<cwd>/mlflow.db), experiment (default: the sweep name)
+    tracking:    uri (default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db), experiment (default: the
+                 sweep name)
     storage:     path (local, NFS or s3://; default runs/sweeps under the working directory)
     failure:     train_max_failures (worker restarts within a trial), trial_max_failures (Tune retries)
 

@@ -5,9 +5,11 @@ The sweep driver, Ray Tune trial actors and Ray Train rank-0 workers all log thr
 `mlflow.MlflowClient` bound to an explicit tracking URI, never through MLflow's global "active run"
 state, which is per process and would silently log to the wrong place (or nowhere) in a worker.
 
-Tracking URIs: MLflow 3 refuses its old file store (`./mlruns`, `file:...`). Locally use SQLite
-(`default_tracking_uri()`, `sqlite:///<cwd>/mlflow.db`); on a cluster run `mlflow server` and use
-its `http://host:port`, which also proxies artifact uploads so workers need no shared filesystem.
+Tracking URIs: every command picks one with `resolve_tracking_uri`: `--tracking-uri` or the sweep's
+`tracking.uri`, else `MLFLOW_TRACKING_URI` (cluster.yaml sets it on every node), else SQLite in the
+working directory (`default_tracking_uri()`, `sqlite:///<cwd>/mlflow.db`). MLflow 3 refuses its old
+file store (`./mlruns`, `file:...`). On a cluster run `mlflow server` and use its `http://host:port`,
+which also proxies artifact uploads so workers need no shared filesystem.
 `check_tracking(uri)` validates a URI before Ray or training starts, so a typo fails in a second
 with one line instead of after the first trial has trained.
 
@@ -30,7 +32,11 @@ from typing import Any
 import mlflow
 import requests
 from mlflow.entities import Param, Run
-from mlflow.environment_variables import MLFLOW_TRACKING_INSECURE_TLS, MLFLOW_TRACKING_SERVER_CERT_PATH
+from mlflow.environment_variables import (
+    MLFLOW_TRACKING_INSECURE_TLS,
+    MLFLOW_TRACKING_SERVER_CERT_PATH,
+    MLFLOW_TRACKING_URI,
+)
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
@@ -61,6 +67,12 @@ def default_tracking_uri(cwd: str | Path | None = None) -> str:
     """
     folder = Path(os.getcwd() if cwd is None else cwd).resolve()
     return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def resolve_tracking_uri(explicit: str | None = None) -> str:
+    """The tracking URI, in MLflow's usual order: `explicit` (--tracking-uri, or a sweep's tracking.uri),
+    else the MLFLOW_TRACKING_URI environment variable, else the local default (`default_tracking_uri`)."""
+    return explicit or MLFLOW_TRACKING_URI.get() or default_tracking_uri()
 
 
 def check_tracking(uri: str, timeout: float = 5.0) -> None:

@@ -23,6 +23,7 @@ from orchestrator.tracking import (
     check_tracking,
     default_tracking_uri,
     flatten,
+    resolve_tracking_uri,
 )
 
 CONFIG = {
@@ -54,6 +55,15 @@ def test_default_tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert default_tracking_uri(str(tmp_path)).startswith("sqlite:////")  # absolute: four slashes
     monkeypatch.chdir(tmp_path)
     assert default_tracking_uri() == default_tracking_uri(tmp_path)
+
+
+def test_resolve_tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An explicit URI, else MLFLOW_TRACKING_URI, else the SQLite file in the working directory."""
+    monkeypatch.chdir(tmp_path)
+    assert resolve_tracking_uri() == resolve_tracking_uri("") == default_tracking_uri(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://head:5000")
+    assert resolve_tracking_uri() == resolve_tracking_uri(None) == "http://head:5000"
+    assert resolve_tracking_uri("http://other:5000") == "http://other:5000"
 
 
 def test_flatten() -> None:

@@ -252,6 +252,24 @@ def test_unreachable_tracking_fails_before_ray(tmp_path: Path, capfd: pytest.Cap
     assert UNREACHABLE in line and "unreachable" in line
 
 
+def test_every_command_takes_the_tracking_uri_from_the_environment(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLFLOW_TRACKING_URI is used when neither --tracking-uri nor the sweep's tracking.uri is given
+    (here it names a server that is down, so each command must fail on it); either one wins over it."""
+    from_env, from_file = f"{UNREACHABLE}/env", f"{UNREACHABLE}/file"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", from_env)
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(BASE))
+    for argv in (["sweep", str(path)], ["report", "faults"], ["postprocess", "0123abcd"]):
+        assert _fails_cleanly(argv, tmp_path, capfd).startswith(f"{from_env}: tracking server unreachable")
+    path.write_text(yaml.safe_dump({**BASE, "tracking": {"uri": from_file}}))
+    assert _fails_cleanly(["sweep", str(path)], tmp_path, capfd).startswith(f"{path}: tracking.uri: {from_file}: ")
+    for command in (["report", "faults"], ["postprocess", "0123abcd"]):
+        line = _fails_cleanly([*command, "--tracking-uri", from_file], tmp_path, capfd)
+        assert line.startswith(f"{from_file}: tracking server unreachable")
+
+
 # ---- Other `ardm` calls ------------------------------------------------------------------------
 
 
