@@ -56,6 +56,10 @@ class ModelConfig:
             raise ValueError(
                 f"parameterization must be one of {list(PARAMETERIZATIONS)}, got {self.parameterization!r}"
             )
+        known = {f.name for f in dataclasses.fields(NetworkConfig)}
+        for key in self.network:  # here rather than in from_dict, to name the close field as the file does
+            if key not in known:
+                raise ValueError(f"network.{key}: unknown field; {did_you_mean(key, known, 'network')}")
         self.network_config()  # validate overrides now, not at build time
 
     def network_config(self) -> NetworkConfig:

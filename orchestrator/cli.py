@@ -180,7 +180,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     uri = resolve_tracking_uri(args.tracking_uri)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///").split("?")[0]).is_file():
-        raise TrackingError(f"{uri}: no MLflow store there (give --tracking-uri)")
+        raise TrackingError(f"{uri}: no MLflow store there (give --tracking-uri, or set MLFLOW_TRACKING_URI)")
     check_tracking(uri)
     tracker = SweepTracker(uri, args.experiment, create=False)
     parent = args.sweep_run or latest_sweep(tracker)

@@ -80,7 +80,8 @@ SWEEP_CASES = {
     "string-for-list": SweepCase({"postprocess.budgets": "4,8"}, ("postprocess.budgets: expected a list",)),
     "missing-section": SweepCase({"data": DELETE}, ("data: required field missing",)),
     "unknown-preset": SweepCase({"model.preset": "huge"}, ("model: preset must be one of",)),
-    "unknown-network-field": SweepCase({"model.network": {"chanels": 8}}, ("model: ", "chanels")),
+    "unknown-network-field": SweepCase({"model.network": {"chanels": 8}},
+                                       ("model: network.chanels: unknown field; did you mean network.channels?",)),
     # Search spaces.
     "space-unknown-kind": SweepCase({"model.branching": {"gird": [2, 4]}},
                                     ("model.branching: unknown search space gird; did you mean grid?",)),
@@ -431,6 +432,8 @@ CALL_CASES = {
     "report-tracking-uri-a-database-path": CallCase(
         ("report", "sweep", "--tracking-uri", "{tmp}/mlflow.db"),
         ("{tmp}/mlflow.db: MLflow 3 refuses the file store; use a database, e.g. sqlite:///{tmp}/mlflow.db",)),
+    "report-no-store-here": CallCase(("report", "sweep"), (
+        "{tmp}/mlflow.db: no MLflow store there (give --tracking-uri, or set MLFLOW_TRACKING_URI)",)),
     "report-gone-sweep-tracking-unreachable": CallCase(("report", "gone/sweep", "--tracking-uri", UNREACHABLE),
                                                        (f"{UNREACHABLE}: tracking server unreachable",)),
 }
