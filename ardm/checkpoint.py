@@ -56,6 +56,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         if fs.get_file_info(inner).type != pafs.FileType.File:
             raise CheckpointError(f"{path}: checkpoint file not found")
         source = io.BytesIO(fs.open_input_file(inner).read())
+        head = source.getvalue()[: len(ZIP_MAGIC)]
     else:
         path = source = Path(path)
         if path.is_dir():
@@ -66,8 +67,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             raise CheckpointError(f"{path}: checkpoint file not found")
         with path.open("rb") as handle:
             head = handle.read(len(ZIP_MAGIC))
-    if not isinstance(source, Path):
-        head = source.getvalue()[: len(ZIP_MAGIC)]
     if head != ZIP_MAGIC:  # a PNG, a YAML file, ...: say what it is not, before torch says more
         raise CheckpointError(f"{path}: not an ARDM checkpoint (not a file written by torch.save)")
     try:
