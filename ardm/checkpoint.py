@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 import uuid
 from pathlib import Path
 
 import pyarrow.fs as pafs
 import torch
 
+from ardm.data.spec import KIND_OPTIONS, parse_spec
 from ardm.model import ARDM, ModelSpec, build_ardm
 from ardm.storage import filesystem
 
 FORMAT = "ardm-checkpoint"
 VERSION = 1
+CHECKPOINT_FILE = "checkpoint.pt"  # in a run's output folder and in each Ray Train checkpoint folder
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
 
 
 class CheckpointError(ValueError):
@@ -52,20 +56,39 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         if fs.get_file_info(inner).type != pafs.FileType.File:
             raise CheckpointError(f"{path}: checkpoint file not found")
         source = io.BytesIO(fs.open_input_file(inner).read())
+        head = source.getvalue()[: len(ZIP_MAGIC)]
     else:
         path = source = Path(path)
+        if path.is_dir():
+            inside = _checkpoint_in(path)
+            found = f"pass the file {inside}" if inside else "it holds no checkpoint file"
+            raise CheckpointError(f"{path}: is a folder, not a checkpoint file; {found}")
         if not path.is_file():
             raise CheckpointError(f"{path}: checkpoint file not found")
+        with path.open("rb") as handle:
+            head = handle.read(len(ZIP_MAGIC))
+    if head != ZIP_MAGIC:  # a PNG, a YAML file, ...: say what it is not, before torch says more
+        raise CheckpointError(f"{path}: not an ARDM checkpoint (not a file written by torch.save)")
     try:
         payload = torch.load(source, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises several types for truncated or foreign files
-        reason = f"{type(err).__name__}: {err}".splitlines()[0]
+    except pickle.UnpicklingError as err:
+        # torch's message advises weights_only=False, which would run whatever code the file holds.
+        raise CheckpointError(f"{path}: not an ARDM checkpoint (it holds objects other than tensors)") from err
+    except Exception as err:  # torch raises several types for truncated or corrupt files
+        reason = f"{type(err).__name__}: {err}".splitlines()[0].split(". ")[0]
         raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an ARDM checkpoint (format tag missing)")
     if payload.get("version") != VERSION:
         raise CheckpointError(f"{path}: checkpoint version {payload.get('version')}, this code reads {VERSION}")
     return payload
+
+
+def _checkpoint_in(folder: Path) -> Path | None:
+    """The checkpoint file a folder passed as a checkpoint most likely meant: its checkpoint.pt (an
+    `ardm train` output folder), else that of its newest Ray Train checkpoint_<timestamp>/ folder."""
+    newest_first = sorted(folder.glob(f"checkpoint_*/{CHECKPOINT_FILE}"), reverse=True)
+    return next((p for p in [folder / CHECKPOINT_FILE, *newest_first] if p.is_file()), None)
 
 
 def check_same_model(payload: dict, spec: ModelSpec, path: str | Path) -> None:
@@ -79,9 +102,12 @@ def check_same_model(payload: dict, spec: ModelSpec, path: str | Path) -> None:
 def check_data_fits(spec: ModelSpec, shape: tuple[int, ...], num_classes: int, data: str) -> None:
     """Refuse data whose image shape (C, H, W) or number of classes K differs from the model's."""
     if tuple(shape) != tuple(spec.shape) or num_classes != spec.num_classes:
+        hint = ""
+        if num_classes != spec.num_classes and "k" in KIND_OPTIONS[parse_spec(data).kind]:
+            hint = f"; if the data has K={spec.num_classes} classes, say so in its spec with ?k={spec.num_classes}"
         raise CheckpointError(
             f"{data}: images are {'x'.join(map(str, shape))} with K={num_classes}, the checkpoint's model is for "
-            f"{'x'.join(map(str, spec.shape))} with K={spec.num_classes}"
+            f"{'x'.join(map(str, spec.shape))} with K={spec.num_classes}{hint}"
         )
 
 

@@ -8,8 +8,10 @@ work starts; every error is a ConfigError "FILE: FIELD.PATH: what was expected".
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,13 @@ from ardm.upscale import PARAMETERIZATIONS
 
 class ConfigError(ValueError):
     """A config problem, as one line naming the file, the field path and what was expected."""
+
+
+def did_you_mean(word: str, choices: Iterable[str], path: str = "") -> str:
+    """"did you mean PATH.X?" for the choice X closest to a mistyped `word`, else "expected one of [...]"."""
+    choices = sorted(choices)
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f"did you mean {_join(path, close[0])}?" if close else f"expected one of {choices}"
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,10 @@ class ModelConfig:
             raise ValueError(
                 f"parameterization must be one of {list(PARAMETERIZATIONS)}, got {self.parameterization!r}"
             )
+        known = {f.name for f in dataclasses.fields(NetworkConfig)}
+        for key in self.network:  # here rather than in from_dict, to name the close field as the file does
+            if key not in known:
+                raise ValueError(f"network.{key}: unknown field; {did_you_mean(key, known, 'network')}")
         self.network_config()  # validate overrides now, not at build time
 
     def network_config(self) -> NetworkConfig:
@@ -99,7 +112,7 @@ def build(cls: type, data: Any, path: str = "") -> Any:
     known = {f.name for f in dataclasses.fields(cls)}
     for key in data:
         if key not in known:
-            raise ConfigError(f"{_join(path, key)}: unknown field (expected one of {sorted(known)})")
+            raise ConfigError(f"{_join(path, key)}: unknown field; {did_you_mean(key, known, path)}")
     kwargs = {key: _coerce(hints[key], value, _join(path, key)) for key, value in data.items()}
     missing = [f.name for f in dataclasses.fields(cls) if f.name not in kwargs
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
@@ -158,18 +171,42 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
     raise ConfigError(f"{path}: unsupported field type {hint}")
 
 
-def apply_override(data: dict, assignment: str) -> None:
-    """Apply one `a.b.c=value` override in place; the value is parsed as YAML (so 4, 1e-3, true, [1,2])."""
+def apply_override(data: dict, assignment: str, schema: type) -> None:
+    """Apply one `a.b.c=value` override in place; the value is parsed as YAML (so 4, 1e-3, true, [1,2]).
+
+    `schema` (the config's dataclass) is checked first: a mistyped key is the override's fault, and
+    reported as such, not blamed on the file it is applied to.
+    """
     key, sep, raw = assignment.partition("=")
     if not sep or not key:
         raise ConfigError(f"--set {assignment}: expected KEY.PATH=VALUE")
     *parents, leaf = key.split(".")
+    _check_override_key(schema, key, assignment)
     node = data
     for part in parents:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"--set {assignment}: {part} is not a section")
     node[leaf] = yaml.safe_load(raw)
+
+
+def _check_override_key(schema: type, key: str, assignment: str) -> None:
+    """ConfigError "--set ASSIGNMENT: ..." unless the dotted `key` names a field of dataclass `schema`."""
+    hint: Any = schema
+    done: list[str] = []
+    for part in key.split("."):
+        if hint is dict or typing.get_origin(hint) is dict:
+            return  # a free-form mapping (model.network): its keys are checked when it is built
+        if not dataclasses.is_dataclass(hint):
+            raise ConfigError(f"--set {assignment}: {done[-1]} is not a section")
+        fields = typing.get_type_hints(hint)
+        parent = ".".join(done)
+        if part not in fields:
+            raise ConfigError(
+                f"--set {assignment}: unknown field {_join(parent, part)}; {did_you_mean(part, fields, parent)}"
+            )
+        done.append(part)
+        hint = fields[part]
 
 
 def read_yaml(path: Path) -> Any:
@@ -202,7 +239,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     data = data if data is not None else {}
     try:
         for assignment in overrides:
-            apply_override(data, assignment)
+            apply_override(data, assignment, RunConfig)
         return build(RunConfig, data)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from err

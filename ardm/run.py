@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from ardm.checkpoint import check_same_model, load_checkpoint
+from ardm.checkpoint import CHECKPOINT_FILE, CheckpointError, check_same_model, load_checkpoint
 from ardm.config import ModelConfig, RunConfig
 from ardm.data import load_dataset
 from ardm.evaluate import estimate_nelbo
@@ -40,10 +40,15 @@ def run_training(config: RunConfig, resume: bool = True, device: str | None = No
     out = Path(config.output)
     train_set, test_set = load_dataset(config.data, "train"), load_dataset(config.data, "test")
     spec = model_spec(config.model, train_set.shape, train_set.num_classes)
-    checkpoint = out / "checkpoint.pt"
+    checkpoint = out / CHECKPOINT_FILE
     resume_from = checkpoint if resume and checkpoint.exists() else None
     if resume_from is not None:  # refuse another model's run before writing anything into its folder
-        check_same_model(load_checkpoint(resume_from), spec, resume_from)
+        try:
+            check_same_model(load_checkpoint(resume_from), spec, resume_from)
+        except CheckpointError as err:
+            # Resuming is the default, so the way out is to say "not this checkpoint" (--fresh is resume=False).
+            hint = "start afresh with --fresh (overwrites it) or use another output folder"
+            raise CheckpointError(f"{err}; {hint}") from err
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     torch.manual_seed(config.train.seed)  # initial weights

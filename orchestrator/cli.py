@@ -27,8 +27,9 @@ from orchestrator.config import PostprocessSection, check_budgets_fit, check_dat
 from orchestrator.launcher import add_install_launcher_arguments, run_install_launcher
 from orchestrator.submit import add_submit_arguments, run_submit
 from orchestrator.sync import add_sync_arguments, run_sync
-from orchestrator.tracking import SweepTracker, TrackingError, check_tracking, default_tracking_uri
+from orchestrator.tracking import SweepTracker, TrackingError, check_tracking, resolve_tracking_uri
 
+TRACKING_URI_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)"
 BAD_INPUT = (ConfigError, DataError, CheckpointError, TrackingError, CompressionError)
 
 
@@ -102,7 +103,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         for trial in trials:
             print(f"  {trial_label(trial, sweep.spaces)}")
         return
-    from orchestrator.sweep import run_sweep, tracking_uri  # Ray is imported only when a sweep really starts
+    from orchestrator.sweep import run_sweep  # Ray is imported only when a sweep really starts
     from orchestrator.trial import failure_reason
 
     outcome = run_sweep(sweep, resume=args.resume)
@@ -117,7 +118,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
             print(f"  {name:40} test {m['test_bpd']:.4f} ± {m['test_bpd_stderr']:.4f} bpd")
         else:
             print(f"  {name:40} unfinished")
-    uri = tracking_uri(sweep.base)
+    uri = resolve_tracking_uri(sweep.base.tracking.uri)
     print(f"MLflow tracking: {uri} (experiment {sweep.base.experiment!r})")
     if uri.startswith("sqlite:"):
         print(f"  open the UI:  mlflow ui --backend-store-uri {uri}   then browse http://127.0.0.1:5000")
@@ -154,7 +155,7 @@ def cmd_postprocess(args: argparse.Namespace) -> int:
         "max_images": args.max_images, "sample_grid": args.sample_grid, "sort_decreasing": args.sort,
     }, "postprocess")
     out = Path(args.out or Path("postprocess", Path(args.run).stem if Path(args.run).exists() else args.run))
-    target = find_target(args.run, args.tracking_uri or default_tracking_uri(), out)
+    target = find_target(args.run, resolve_tracking_uri(args.tracking_uri), out)
     data = args.data or target.data
     if data is None:
         raise ConfigError(f"{args.run}: the checkpoint does not name its data: give --data")
@@ -171,9 +172,9 @@ def cmd_postprocess(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from orchestrator.report import build_report, latest_sweep
 
-    uri = args.tracking_uri or default_tracking_uri()
+    uri = resolve_tracking_uri(args.tracking_uri)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///").split("?")[0]).is_file():
-        raise TrackingError(f"{uri}: no MLflow store there (give --tracking-uri)")
+        raise TrackingError(f"{uri}: no MLflow store there (give --tracking-uri, or set MLFLOW_TRACKING_URI)")
     check_tracking(uri)
     tracker = SweepTracker(uri, args.experiment, create=False)
     parent = args.sweep_run or latest_sweep(tracker)
@@ -251,7 +252,7 @@ def parser() -> argparse.ArgumentParser:
     pp.add_argument("run", help="a trial's MLflow run id, or a checkpoint path")
     pp.add_argument("--budgets", type=_budget_list, default=["full"],
                     help="comma-separated total calls, N/stage (S x N calls) and/or full, e.g. 8,20,50/stage,full")
-    pp.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
+    pp.add_argument("--tracking-uri", help=TRACKING_URI_HELP)
     pp.add_argument("--data", help="dataset spec of the held-out data (default: the one the model trained on)")
     pp.add_argument("--table-split", default=TABLE_SPLIT, choices=["train", "test"],
                     help="split of the step table's images (the measured test images only if asked)")
@@ -269,7 +270,7 @@ def parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="the budget-vs-bpd report of a sweep from MLflow (Markdown, HTML, Parquet, PNG)")
     r.add_argument("experiment", help="MLflow experiment (the sweep's name unless tracking.experiment was set)")
-    r.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
+    r.add_argument("--tracking-uri", help=TRACKING_URI_HELP)
     r.add_argument("--sweep-run", help="the sweep's parent run id (default: the experiment's latest sweep)")
     r.add_argument("--out", help="output folder (default: reports/<experiment>)")
     r.add_argument("--no-log", action="store_true", help="do not log the report to the sweep's MLflow run")

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ardm.budgets import POLICIES, parse_budget, resolve_budgets
-from ardm.checkpoint import load_checkpoint, load_model
+from ardm.checkpoint import check_data_fits, load_checkpoint, load_model
 from ardm.compression import CompressionError, budget_policy, choose_order, compress, decode_container, read_container
 from ardm.compression.files import is_image_file, read_images, write_images
 from ardm.config import ConfigError
@@ -71,9 +71,7 @@ def _input_images(source: str, split: str, model: ARDM) -> tuple[np.ndarray, str
     if Path(source).suffix.lower() in (".png", ".npy"):
         raise DataError(f"{source}: no such file")
     data = load_dataset(source, split)
-    if data.shape != model.spec.shape or data.num_classes != model.spec.num_classes:
-        raise DataError(f"{source}: images {data.shape} with K={data.num_classes}, the model codes "
-                        f"{model.spec.shape} with K={model.spec.num_classes}")
+    check_data_fits(model.spec, data.shape, data.num_classes, source)
     return data.images, "nchw", f"{source} {split}"
 
 

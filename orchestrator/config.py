@@ -3,7 +3,8 @@
 A sweep file has these sections (see sweeps/*.yaml for complete examples):
 
     sweep:       name, num_samples, max_concurrent_trials (0: derived from the cluster), seed
-    data:        spec (a dataset spec, e.g. cifar10:/path or photos:8), rows_per_shard
+    data:        spec (a dataset spec, e.g. cifar10:/path or photos:8), rows_per_shard;
+                 `data: SPEC` is short for `data: {spec: SPEC}`, the form run configs use
     model:       preset, network (field overrides), branching, parameterization   (ardm.config.ModelConfig)
     train:       steps, batch_size, learning_rate, ... (ardm.train.TrainConfig)
     eval:        samples_per_image, batch_size, max_images, sample_grid      (ardm.config.EvalConfig)
@@ -12,7 +13,8 @@ A sweep file has these sections (see sweeps/*.yaml for complete examples):
                  table_samples_per_step, table_ranges,
                  steps_per_call, orders_per_image, max_images, sample_grid, sort_decreasing,
                  compression (budgets, max_images, orders, order_images)
-    tracking:    uri (default: sqlite:///<cwd>/mlflow.db), experiment (default: the sweep name)
+    tracking:    uri (default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db), experiment (default: the
+                 sweep name)
     storage:     path (local, NFS or s3://; default runs/sweeps under the working directory)
     failure:     train_max_failures (worker restarts within a trial), trial_max_failures (Tune retries)
 
@@ -27,16 +29,18 @@ there and readable, do the post-processing budgets fit every trial's model) is c
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import math
 import random
+import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ardm.budgets import parse_budget, resolve_budget
-from ardm.config import ConfigError, EvalConfig, ModelConfig, apply_override, build, read_yaml
+from ardm.config import ConfigError, EvalConfig, ModelConfig, apply_override, build, did_you_mean, read_yaml
 from ardm.data import DataError, load_dataset, parse_spec
 from ardm.data.dataset import SPLITS
 from ardm.train import TrainConfig
@@ -284,17 +288,25 @@ def _parse_space(node: Any, path: tuple[str, ...]) -> Space | None:
     return Space(kind, tuple(values))
 
 
-def find_spaces(node: Any, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], Space]:
-    """Every search space in a raw config, by field path."""
+def find_spaces(node: Any, path: tuple[str, ...] = (), hint: Any = None) -> dict[tuple[str, ...], Space]:
+    """Every search space in a raw config, by field path. `hint` is the type the field at `path`
+    takes (SweepConfig at the root; None: not known): a mapping where a value belongs can only be
+    a search space, so a mistyped kind is named as such rather than as a value of the wrong type."""
     space = _parse_space(node, path)
     if space is not None:
         return {path: space}
-    if isinstance(node, dict):
-        found: dict[tuple[str, ...], Space] = {}
-        for key, value in node.items():
-            found.update(find_spaces(value, (*path, str(key))))
-        return found
-    return {}
+    if not isinstance(node, dict) or not node:
+        return {}
+    fields = typing.get_type_hints(hint) if dataclasses.is_dataclass(hint) else {}
+    if hint is not None and not fields and hint is not dict and typing.get_origin(hint) is not dict:
+        where, kinds = ".".join(path), ", ".join(map(str, node))
+        if len(node) > 1:
+            raise ConfigError(f"{where}: expected a value or one search space ({', '.join(SPACE_KINDS)}), got {kinds}")
+        raise ConfigError(f"{where}: unknown search space {kinds}; {did_you_mean(kinds, SPACE_KINDS)}")
+    found: dict[tuple[str, ...], Space] = {}
+    for key, value in node.items():
+        found.update(find_spaces(value, (*path, str(key)), fields.get(key)))
+    return found
 
 
 def resolve(raw: dict, values: dict[tuple[str, ...], Any]) -> dict:
@@ -319,6 +331,16 @@ def absolute_storage(raw: dict) -> None:
         storage["path"] = str(Path(path).expanduser().absolute())
 
 
+def expand_data_shorthand(raw: dict) -> None:
+    """`data: SPEC` -> `data: {spec: SPEC}` in place, as run configs write it; likewise a search space
+    of specs, `data: {grid: [SPEC, ...]}` -> `data: {spec: {grid: [SPEC, ...]}}`."""
+    data = raw.get("data")
+    space = isinstance(data, dict) and len(data) == 1 and next(iter(data)) in SPACE_KINDS
+    candidates = next(iter(data.values())) if space else [data]
+    if isinstance(candidates, list) and candidates and all(isinstance(c, str) for c in candidates):
+        raw["data"] = {"spec": data}
+
+
 def load_sweep(path: str | Path, overrides: list[str] = ()) -> Sweep:
     """Read, override and validate a sweep file; ConfigError names FILE: FIELD.PATH on any problem."""
     path = Path(path)
@@ -328,10 +350,12 @@ def load_sweep(path: str | Path, overrides: list[str] = ()) -> Sweep:
             raise ConfigError("empty file (expected the sections sweep, data, model, train, ...)")
         if not isinstance(raw, dict):
             raise ConfigError(f"expected a mapping of sections (sweep, data, ...), got {type(raw).__name__}")
+        expand_data_shorthand(raw)  # so that --set data.spec=... applies to a file that uses it
         for assignment in overrides:
-            apply_override(raw, assignment)
+            apply_override(raw, assignment, SweepConfig)
+        expand_data_shorthand(raw)  # and --set data=SPEC
         absolute_storage(raw)
-        spaces = find_spaces(raw)
+        spaces = find_spaces(raw, hint=SweepConfig)
         firsts = {p: s.values[0] for p, s in spaces.items()}
         base = build(SweepConfig, resolve(raw, firsts))
         for p, space in spaces.items():

@@ -31,16 +31,11 @@ from orchestrator.cluster import connect_ray
 from orchestrator.config import Sweep, SweepConfig, check_budgets_fit, check_data, resolve, trial_label
 from orchestrator.report import Report, build_report
 from orchestrator.sync import sweep_outbox
-from orchestrator.tracking import SweepTracker, TrackingError, check_tracking, default_tracking_uri
+from orchestrator.tracking import SweepTracker, TrackingError, check_tracking, resolve_tracking_uri
 from orchestrator.trial import run_trial, sweep_root
 
 # The trial function itself only waits on its TorchTrainer: a token share of a CPU.
 TRIAL_DRIVER_CPUS = 0.01
-
-
-def tracking_uri(cfg: SweepConfig) -> str:
-    """The sweep's MLflow tracking URI: its own, or a SQLite store in the working directory."""
-    return cfg.tracking.uri or default_tracking_uri()
 
 
 def prepare_data(cfg: SweepConfig) -> str:
@@ -114,11 +109,12 @@ def _read_state(cfg: SweepConfig) -> dict:
 def run_sweep(sweep: Sweep, resume: bool = False) -> SweepOutcome:
     """Run (or resume) the sweep on the Ray cluster at RAY_ADDRESS, or a local one."""
     cfg = sweep.base
-    uri = tracking_uri(cfg)
+    uri = resolve_tracking_uri(cfg.tracking.uri)
     try:
         check_tracking(uri)
     except TrackingError as err:
-        raise TrackingError(f"{sweep.path}: tracking.uri: {err}") from None
+        # Name where the URI came from: the file, or else the environment or the default (the error names the URI).
+        raise TrackingError(f"{sweep.path}: tracking.uri: {err}" if cfg.tracking.uri else str(err)) from None
     shape, num_classes = check_data(sweep)
     check_budgets_fit(sweep, shape, num_classes)
     state = _read_state(cfg) if resume else {}

@@ -5,9 +5,11 @@ The sweep driver, Ray Tune trial actors and Ray Train rank-0 workers all log thr
 `mlflow.MlflowClient` bound to an explicit tracking URI, never through MLflow's global "active run"
 state, which is per process and would silently log to the wrong place (or nowhere) in a worker.
 
-Tracking URIs: MLflow 3 refuses its old file store (`./mlruns`, `file:...`). Locally use SQLite
-(`default_tracking_uri()`, `sqlite:///<cwd>/mlflow.db`); on a cluster run `mlflow server` and use
-its `http://host:port`, which also proxies artifact uploads so workers need no shared filesystem.
+Tracking URIs: every command picks one with `resolve_tracking_uri`: `--tracking-uri` or the sweep's
+`tracking.uri`, else `MLFLOW_TRACKING_URI` (cluster.yaml sets it on every node), else SQLite in the
+working directory (`default_tracking_uri()`, `sqlite:///<cwd>/mlflow.db`). MLflow 3 refuses its old
+file store (`./mlruns`, `file:...`). On a cluster run `mlflow server` and use its `http://host:port`,
+which also proxies artifact uploads so workers need no shared filesystem.
 `check_tracking(uri)` validates a URI before Ray or training starts, so a typo fails in a second
 with one line instead of after the first trial has trained.
 
@@ -30,7 +32,11 @@ from typing import Any
 import mlflow
 import requests
 from mlflow.entities import Param, Run
-from mlflow.environment_variables import MLFLOW_TRACKING_INSECURE_TLS, MLFLOW_TRACKING_SERVER_CERT_PATH
+from mlflow.environment_variables import (
+    MLFLOW_TRACKING_INSECURE_TLS,
+    MLFLOW_TRACKING_SERVER_CERT_PATH,
+    MLFLOW_TRACKING_URI,
+)
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
@@ -63,6 +69,12 @@ def default_tracking_uri(cwd: str | Path | None = None) -> str:
     return f"sqlite:///{folder / 'mlflow.db'}"
 
 
+def resolve_tracking_uri(explicit: str | None = None) -> str:
+    """The tracking URI, in MLflow's usual order: `explicit` (--tracking-uri, or a sweep's tracking.uri),
+    else the MLFLOW_TRACKING_URI environment variable, else the local default (`default_tracking_uri`)."""
+    return explicit or MLFLOW_TRACKING_URI.get() or default_tracking_uri()
+
+
 def check_tracking(uri: str, timeout: float = 5.0) -> None:
     """Fail fast with a TrackingError if `uri` cannot be used as an MLflow 3 tracking URI.
 
@@ -81,9 +93,8 @@ def check_tracking(uri: str, timeout: float = 5.0) -> None:
         _check_sqlite(uri)
     elif scheme in ("", "file"):
         path = Path(re.sub(r"^file:(//)?", "", uri)).absolute()
-        raise TrackingError(
-            f"{uri}: MLflow 3 refuses the file store; use a database, e.g. sqlite:///{path / 'mlflow.db'}"
-        )
+        db = path if path.is_file() or path.suffix == ".db" else path / "mlflow.db"  # a database file, or a folder
+        raise TrackingError(f"{uri}: MLflow 3 refuses the file store; use a database, e.g. sqlite:///{db}")
 
 
 def _check_server(uri: str, timeout: float) -> None:
@@ -187,7 +198,7 @@ class SweepTracker:
         self._outage: str | None = None  # what failed, while this process sees an outage
         self._retry_at = 0.0  # time.monotonic() from which to try the server again
         if not create and self.client.get_experiment_by_name(experiment) is None:
-            raise TrackingError(f"{uri}: no experiment named {experiment!r}")
+            raise TrackingError(f"{uri}: no experiment named {experiment!r} ({self._experiment_names()})")
         self.experiment_id = self._ensure_experiment()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -236,6 +247,12 @@ class SweepTracker:
                 f"(mlflow experiments restore --experiment-id {found.experiment_id}) or use another name"
             )
         return found.experiment_id
+
+    def _experiment_names(self, limit: int = 10) -> str:
+        """The store's experiments, most recently updated first (at most `limit`), for a mistyped name."""
+        found = self.client.search_experiments(max_results=limit + 1, order_by=["last_update_time DESC"])
+        names = [e.name for e in found[:limit]] + (["..."] if len(found) > limit else [])
+        return f"experiments there: {', '.join(names)}" if names else "it has no experiments"
 
     def _artifact_location(self) -> str | None:
         """For SQLite, artifacts go next to the database instead of MLflow's `./mlruns` default.

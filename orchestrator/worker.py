@@ -18,7 +18,7 @@ import ray.train.torch
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from ardm.checkpoint import load_checkpoint, load_model
+from ardm.checkpoint import CHECKPOINT_FILE, load_checkpoint, load_model
 from ardm.config import build
 from ardm.data import load_parquet_split
 from ardm.evaluate import estimate_nelbo
@@ -28,8 +28,6 @@ from ardm.storage import filesystem
 from ardm.train import train
 from orchestrator.config import SweepConfig
 from orchestrator.tracking import SweepTracker
-
-CHECKPOINT_FILE = "checkpoint.pt"
 
 
 class _MetricsToMlflow:

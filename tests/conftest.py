@@ -14,6 +14,13 @@ from ardm.train import TrainConfig, train
 from mlflow_server import mlflow_server  # noqa: F401  (session fixture: a real `mlflow server` process)
 
 
+@pytest.fixture(autouse=True)
+def no_tracking_uri_from_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests choose their own tracking URI: one exported in the shell (cluster.yaml exports one on every
+    node) must not send them, or what they expect to find in a local mlflow.db, to a server."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
 @pytest.fixture(scope="session")
 def trained_digits():
     """(EMA model, test images): an order-agnostic ARDM on digits (K=17, D=64), trained for seconds."""

@@ -52,7 +52,7 @@ def test_convert_writes_parquet_shards(tmp_path, capsys):
     [
         ("data: digits\noutput: o\nmodel: {branching: 1}\n", [], "model: branching must be >= 2"),
         ("data: digits\noutput: o\ntrain: {steps: ten}\n", [], "train.steps: expected an integer"),
-        ("data: digits\noutput: o\ntrain: {stepz: 3}\n", [], "train.stepz: unknown field"),
+        ("data: digits\noutput: o\ntrain: {stepz: 3}\n", [], "train.stepz: unknown field; did you mean train.steps?"),
         ("data: digits\noutput: o\nmodel: {preset: huge}\n", [], "preset must be one of"),
         ("data: digits\noutput: o\nmodel: {network: {channels: 30, groups: 8}}\n", [], "groups=8 must divide"),
         ("output: o\n", [], "data: required field missing"),

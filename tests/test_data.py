@@ -245,8 +245,18 @@ def test_npy_layouts_agree(tmp_path):
         a, b = load_npy(tmp_path / "nchw.npy", split), load_npy(tmp_path / "nhwc.npy", split)
         np.testing.assert_array_equal(a.images, b.images)
         np.testing.assert_array_equal(a.images, nchw[split_indices(20, split)])
-        assert a.num_classes == 10  # inferred: maximum + 1
+        assert a.num_classes == 256  # uint8 data: K = 256 unless the spec says otherwise
         assert a.images.flags.c_contiguous and b.images.flags.c_contiguous
+
+
+def test_uint8_data_has_k_256_unless_the_spec_says_otherwise(tmp_path):
+    """Photos whose brightest pixel is 254 are 8-bit data all the same: K = 256, as for other photos."""
+    images = np.full((10, 3, 5, 6), 254, np.uint8)
+    np.save(tmp_path / "dim.npy", images)
+    np.savez(tmp_path / "dim.npz", x=images)
+    assert load_dataset(f"npy:{tmp_path / 'dim.npy'}", "train").num_classes == 256
+    assert load_dataset(f"npz:{tmp_path / 'dim.npz'}", "train").num_classes == 256
+    assert load_dataset(f"npy:{tmp_path / 'dim.npy'}?k=255", "train").num_classes == 255
 
 
 def test_npy_gray_and_options(tmp_path):
@@ -282,7 +292,7 @@ def test_npz_splits(tmp_path):
     path = tmp_path / "splits.npz"
     np.savez(path, train=train, test=test, labels=np.arange(9))
     loaded = load_npz(path, "train")
-    assert loaded.num_classes == int(max(train.max(), test.max())) + 1  # one K for both splits
+    assert loaded.num_classes == 256  # not inferred from the values (below 50 here)
     np.testing.assert_array_equal(loaded.images, train.transpose(0, 3, 1, 2))
     np.testing.assert_array_equal(load_npz(path, "test").images, test.transpose(0, 3, 1, 2))
     single = tmp_path / "single.npz"
@@ -492,7 +502,7 @@ def test_spec_parsing_is_typed_and_canonical():
     [
         ("mnist:/x", "unknown dataset kind 'mnist' (valid: digits, photos:8|16|32, cifar10:"),
         ("photos", "photos needs a patch size (valid: photos:8, photos:16, photos:32)"),
-        ("photos:12", "photos needs a patch size"),
+        ("photos:9", "patch size 9 is not available (valid: photos:8, photos:16, photos:32)"),
         ("digits:/x", "digits takes no location"),
         ("npy:", "npy needs a location"),
         ("npy:/x.npy?md5=00", "unknown option 'md5=00' for npy (valid: k=, layout=, test=)"),

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
+from orchestrator.cli import main
 from orchestrator.tracking import (
     FAILURE_REASON_TAG,
     MAX_REASON_LENGTH,
@@ -22,6 +23,7 @@ from orchestrator.tracking import (
     check_tracking,
     default_tracking_uri,
     flatten,
+    resolve_tracking_uri,
 )
 
 CONFIG = {
@@ -53,6 +55,15 @@ def test_default_tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert default_tracking_uri(str(tmp_path)).startswith("sqlite:////")  # absolute: four slashes
     monkeypatch.chdir(tmp_path)
     assert default_tracking_uri() == default_tracking_uri(tmp_path)
+
+
+def test_resolve_tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An explicit URI, else MLFLOW_TRACKING_URI, else the SQLite file in the working directory."""
+    monkeypatch.chdir(tmp_path)
+    assert resolve_tracking_uri() == resolve_tracking_uri("") == default_tracking_uri(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://head:5000")
+    assert resolve_tracking_uri() == resolve_tracking_uri(None) == "http://head:5000"
+    assert resolve_tracking_uri("http://other:5000") == "http://other:5000"
 
 
 def test_flatten() -> None:
@@ -104,6 +115,16 @@ def test_check_tracking_refuses_file_store(tmp_path: Path) -> None:
             check_tracking(uri)
         assert str(err.value).startswith(uri)
         assert "sqlite:////" in str(err.value) and "mlruns/mlflow.db" in str(err.value)
+
+
+def test_check_tracking_suggests_the_database_file_a_path_names(tmp_path: Path) -> None:
+    """A path to a database file (existing, or ending in .db) is that database, not a folder to put one in."""
+    existing = tmp_path / "store"
+    existing.write_bytes(b"")
+    for path in (tmp_path / "mlflow.db", existing):
+        with pytest.raises(TrackingError, match="refuses the file store") as err:
+            check_tracking(str(path))
+        assert str(err.value).endswith(f"e.g. sqlite:///{path}")
 
 
 def test_check_tracking_sqlite(tmp_path: Path) -> None:
@@ -301,3 +322,18 @@ def test_deleted_experiment_is_refused(sqlite_uri: str) -> None:
     tracker.client.delete_experiment(tracker.experiment_id)
     with pytest.raises(TrackingError, match="experiment 'gone' is deleted"):
         SweepTracker(sqlite_uri, "gone")
+
+
+def test_a_mistyped_experiment_lists_the_experiments_there(sqlite_uri: str, capsys: pytest.CaptureFixture) -> None:
+    for name in ("listed-alpha", "listed-beta"):
+        SweepTracker(sqlite_uri, name)
+    capsys.readouterr()  # MLflow's log lines when it creates the database
+    assert main(["report", "listed-alpah", "--tracking-uri", sqlite_uri]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no experiment named 'listed-alpah' (experiments there: " in err
+    assert "listed-alpha" in err and "listed-beta" in err
+    for i in range(10):  # more than ten: the ten most recent, then "..."
+        SweepTracker(sqlite_uri, f"listed-{i}")
+    assert main(["report", "listed-alpah", "--tracking-uri", sqlite_uri]) == 2
+    listed = capsys.readouterr().err.strip().split("(experiments there: ")[1].removesuffix(")").split(", ")
+    assert listed == [f"listed-{i}" for i in reversed(range(10))] + ["..."]

@@ -12,6 +12,7 @@ from ardm.data.dataset import DEFAULT_TEST_FRACTION, DataError, ImageDataset, ch
 
 LAYOUTS = ("nchw", "nhwc")
 CHANNEL_SIZES = (1, 3, 4)
+UINT8_CLASSES = 256  # K of uint8 data unless the spec's ?k= says otherwise
 # PNG mode -> (channels, K). Palette images are converted to RGB; "1" is 1-bit black/white, read as 0/1.
 PNG_MODES = {"1": (1, 2), "L": (1, 256), "P": (3, 256), "RGB": (3, 256), "RGBA": (4, 256)}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -57,8 +58,9 @@ def _from_arrays(
     """Shared by .npy and .npz: `arrays` maps "train"/"test" to their arrays, or "all" to one to split."""
     wheres = {key: str(path) if key == "all" else f"{path}: array {key!r}" for key in arrays}
     layouts = {key: _resolve_layout(array, layout, wheres[key]) for key, array in arrays.items()}
-    # Inferred K covers every array in the file, so both splits agree on it.
-    k = num_classes if num_classes is not None else max(2, max(int(a.max()) for a in arrays.values()) + 1)
+    # Not inferred from the largest value: photos whose brightest pixel is 254 are still 8-bit data, and a
+    # K that depends on the pixels would make a model refuse the next file of the same kind.
+    k = num_classes if num_classes is not None else UINT8_CLASSES
     for key, array in arrays.items():
         check_values(array, k, wheres[key])  # reports the index in the file's own layout
     key = split if split in arrays else "all"
@@ -77,8 +79,8 @@ def load_npy(
     """Images from a .npy uint8 array: (N, C, H, W), (N, H, W, C) or (N, H, W) (one channel).
 
     Returns uint8 (N, C, H, W). The layout is detected when exactly one of axis 1 and axis 3 has size 1, 3
-    or 4; otherwise pass layout="nchw" or "nhwc". K is `num_classes`, or else the array's maximum + 1
-    (at least 2). The split is deterministic (see dataset.split_indices) with `test_fraction` test items.
+    or 4; otherwise pass layout="nchw" or "nhwc". K is `num_classes`, or else 256 (any uint8 value). The
+    split is deterministic (see dataset.split_indices) with `test_fraction` test items.
     """
     path = Path(path)
     if not path.is_file():
@@ -101,8 +103,8 @@ def load_npz(
     test_fraction: float = DEFAULT_TEST_FRACTION,
 ) -> ImageDataset:
     """Images from a .npz: arrays "train" and "test" are the splits; else array "x" or the only array is
-    split deterministically with `test_fraction` test items. Shapes, layout and K as in load_npy (an
-    inferred K is the maximum over all the file's image arrays + 1). Returns uint8 (N, C, H, W).
+    split deterministically with `test_fraction` test items. Shapes, layout and K as in load_npy. Returns
+    uint8 (N, C, H, W).
     """
     path = Path(path)
     if not path.is_file():

@@ -9,8 +9,8 @@
     png:<folder>                             options k, test
     parquet:<folder or URI>                  option verify
 
-Options: k=<int> (K, num_classes), layout=nchw|nhwc, test=<fraction in (0, 1)>, md5=<32 hex digits>,
-verify=0|1.
+Options: k=<int> (K, num_classes; default 256, every uint8 value, or 2 for 1-bit PNGs), layout=nchw|nhwc,
+test=<fraction in (0, 1)>, md5=<32 hex digits>, verify=0|1.
 """
 
 from __future__ import annotations
@@ -119,7 +119,8 @@ def parse_spec(spec: str) -> DataSpec:
     if kind == "digits" and location:
         raise DataError(f"{spec}: digits takes no location")
     if kind == "photos" and location not in {str(size) for size in PATCH_SIZES}:
-        raise DataError(f"{spec}: photos needs a patch size (valid: photos:8, photos:16, photos:32)")
+        problem = f"patch size {location} is not available" if location else "photos needs a patch size"
+        raise DataError(f"{spec}: {problem} (valid: {', '.join(f'photos:{size}' for size in PATCH_SIZES)})")
     if kind not in ("digits", "photos") and not location:
         raise DataError(f"{spec}: {kind} needs a location (valid: {', '.join(FORMS)})")
     options: dict[str, object] = {}

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from ardm.checkpoint import load_checkpoint
 from ardm.config import ConfigError, ModelConfig
@@ -69,17 +70,26 @@ def _corrupt_shards(tmp_path: Path, verify: bool = True) -> None:
 
 SWEEP_CASES = {
     # Structure and types.
-    "unknown-section": SweepCase({"sweeep": {"name": "x"}}, ("sweeep: unknown field",)),
-    "unknown-key": SweepCase({"train.stepz": 3}, ("train.stepz: unknown field",)),
+    "unknown-section": SweepCase({"sweeep": {"name": "x"}}, ("sweeep: unknown field; did you mean sweep?",)),
+    "unknown-key": SweepCase({"train.stepz": 3}, ("train.stepz: unknown field; did you mean train.steps?",)),
+    "unknown-key-far-from-any": SweepCase({"train.lr": 3}, ("train.lr: unknown field; expected one of [",
+                                                            "'learning_rate'")),
     "string-for-int": SweepCase({"train.steps": "ten"}, ("train.steps: expected an integer, got 'ten'",)),
     "bool-for-int": SweepCase({"train.batch_size": True}, ("train.batch_size: expected an integer",)),
     "list-for-mapping": SweepCase({"model": [4, 16]}, ("model: expected a mapping",)),
     "string-for-list": SweepCase({"postprocess.budgets": "4,8"}, ("postprocess.budgets: expected a list",)),
     "missing-section": SweepCase({"data": DELETE}, ("data: required field missing",)),
     "unknown-preset": SweepCase({"model.preset": "huge"}, ("model: preset must be one of",)),
-    "unknown-network-field": SweepCase({"model.network": {"chanels": 8}}, ("model: ", "chanels")),
+    "unknown-network-field": SweepCase({"model.network": {"chanels": 8}},
+                                       ("model: network.chanels: unknown field; did you mean network.channels?",)),
     # Search spaces.
-    "space-unknown-kind": SweepCase({"model.branching": {"gird": [2, 4]}}, ("model.branching: expected an integer",)),
+    "space-unknown-kind": SweepCase({"model.branching": {"gird": [2, 4]}},
+                                    ("model.branching: unknown search space gird; did you mean grid?",)),
+    "space-unknown-kind-far-from-any": SweepCase({"train.learning_rate": {"range": [0.1, 1]}},
+                                                 ("train.learning_rate: unknown search space range; expected one of",
+                                                  "'grid'", "'loguniform'")),
+    "space-two-kinds": SweepCase({"model.branching": {"grid": [2], "choice": [4]}},
+                                 ("model.branching: expected a value or one search space", "got choice, grid")),
     "space-empty-grid": SweepCase({"model.branching": {"grid": []}}, ("model.branching.grid: expected a non-empty",)),
     "space-not-a-list": SweepCase({"train.learning_rate": {"choice": 0.1}},
                                   ("train.learning_rate.choice: expected a non-empty list",)),
@@ -113,6 +123,9 @@ SWEEP_CASES = {
     "budget-above-steps-of-one-trial": SweepCase({"model.branching": {"grid": [4, 17]}, "postprocess.budgets": [100]},
                                                  ("postprocess.budgets: [100] outside 1..64", "model.branching=17")),
     # Data.
+    "photos-patch-size": SweepCase({"data.spec": "photos:9"},
+                                   ("photos:9: patch size 9 is not available (valid: photos:8, photos:16",)),
+    "photos-patch-size-shorthand": SweepCase({"data": "photos:9"}, ("data: spec: photos:9: patch size 9 is not",)),
     "unknown-data-kind": SweepCase({"data.spec": "nosuch:x"}, ("data: spec: nosuch:x: unknown dataset kind",)),
     "missing-cifar": SweepCase({"data.spec": "cifar10:{tmp}/nope"}, ("data.spec: ", "nope: no such file")),
     "missing-npy": SweepCase({"data.spec": "npy:{tmp}/nope.npy"}, ("data.spec: ", "nope.npy")),
@@ -130,7 +143,12 @@ SWEEP_CASES = {
     # --set overrides.
     "set-without-value": SweepCase(args=("--set", "train.steps"), expected=("--set train.steps: expected KEY.PATH",)),
     "set-through-a-scalar": SweepCase(args=("--set", "train.steps.x=1"), expected=("steps is not a section",)),
-    "set-unknown-section": SweepCase(args=("--set", "trian.steps=3"), expected=("trian: unknown field",)),
+    "set-unknown-section": SweepCase(args=("--set", "trian.steps=3"),
+                                     expected=("--set trian.steps=3: unknown field trian; did you mean train?",)),
+    "set-unknown-field": SweepCase(args=("--set", "train.step=10"), expected=(
+        "--set train.step=10: unknown field train.step; did you mean train.steps?",)),
+    "set-unknown-space": SweepCase(args=("--set", "model.branching={gird: [2, 4]}"),
+                                   expected=("model.branching: unknown search space gird; did you mean grid?",)),
     "set-bad-space": SweepCase(args=("--set", "model.branching={grid: [4, 1]}"),
                                expected=("model: branching must be >= 2",)),
 }
@@ -202,6 +220,18 @@ def test_bad_sweep_file(case: SweepCase, tmp_path: Path, capfd: pytest.CaptureFi
         assert fragment.replace("{tmp}", str(tmp_path)) in line
 
 
+@pytest.mark.parametrize("data", ["photos:8", {"grid": ["digits", "photos:8"]}], ids=["spec", "space-of-specs"])
+def test_sweep_data_takes_a_spec_as_run_configs_do(data: object, tmp_path: Path) -> None:
+    """`data: SPEC` is short for `data: {spec: SPEC}`, in a file, a search space and a --set."""
+    path = tmp_path / "short.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "data": data}))
+    sweep = load_sweep(path)
+    assert sweep.base.data.spec in ("photos:8", "digits")
+    assert sweep.raw["data"] == {"spec": data}
+    assert load_sweep(path, ["data=photos:16"]).base.data.spec == "photos:16"
+    assert load_sweep(path, ["data.spec=photos:32"]).base.data.spec == "photos:32"
+
+
 def test_budget_check_covers_every_trial(tmp_path: Path) -> None:
     """check_budgets_fit (which the sweep driver runs before Ray starts) on a grid where only one
     trial's model is too small for a budget, and on the same grid with budgets that fit all."""
@@ -224,6 +254,24 @@ def test_unreachable_tracking_fails_before_ray(tmp_path: Path, capfd: pytest.Cap
     path.write_text(yaml.safe_dump({**BASE, "tracking": {"uri": UNREACHABLE}}))
     line = _fails_cleanly(["sweep", str(path)], tmp_path, capfd)
     assert UNREACHABLE in line and "unreachable" in line
+
+
+def test_every_command_takes_the_tracking_uri_from_the_environment(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLFLOW_TRACKING_URI is used when neither --tracking-uri nor the sweep's tracking.uri is given
+    (here it names a server that is down, so each command must fail on it); either one wins over it."""
+    from_env, from_file = f"{UNREACHABLE}/env", f"{UNREACHABLE}/file"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", from_env)
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(BASE))
+    for argv in (["sweep", str(path)], ["report", "faults"], ["postprocess", "0123abcd"]):
+        assert _fails_cleanly(argv, tmp_path, capfd).startswith(f"{from_env}: tracking server unreachable")
+    path.write_text(yaml.safe_dump({**BASE, "tracking": {"uri": from_file}}))
+    assert _fails_cleanly(["sweep", str(path)], tmp_path, capfd).startswith(f"{path}: tracking.uri: {from_file}: ")
+    for command in (["report", "faults"], ["postprocess", "0123abcd"]):
+        line = _fails_cleanly([*command, "--tracking-uri", from_file], tmp_path, capfd)
+        assert line.startswith(f"{from_file}: tracking server unreachable")
 
 
 # ---- Other `ardm` calls ------------------------------------------------------------------------
@@ -259,6 +307,35 @@ def _yaml_as_checkpoint(checkpoint: Path, tmp_path: Path) -> str:
     return str(path)
 
 
+def _png(checkpoint: Path, tmp_path: Path) -> str:
+    path = tmp_path / "samples.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(path)
+    return str(path)
+
+
+def _pickled_object(checkpoint: Path, tmp_path: Path) -> str:
+    """A torch.save file holding a Python object that weights-only loading refuses."""
+    path = tmp_path / "object.pt"
+    torch.save({"where": Path("x")}, path)
+    return str(path)
+
+
+def _run_folder(checkpoint: Path, tmp_path: Path) -> str:
+    """An `ardm train` output folder: checkpoint.pt and the files around it."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(checkpoint.read_bytes())
+    (tmp_path / "run" / "metrics.json").write_text("{}")
+    return str(tmp_path / "run")
+
+
+def _ray_train_folder(checkpoint: Path, tmp_path: Path) -> str:
+    """A Ray Train run folder: one checkpoint_<timestamp>/checkpoint.pt per report."""
+    for stamp in ("2026-01-01_10-00-00.000001", "2026-01-01_10-05-00.000002"):
+        (tmp_path / "trial" / f"checkpoint_{stamp}").mkdir(parents=True)
+        (tmp_path / "trial" / f"checkpoint_{stamp}" / "checkpoint.pt").write_bytes(checkpoint.read_bytes())
+    return str(tmp_path / "trial")
+
+
 def _other_model_run(checkpoint: Path, tmp_path: Path) -> str:
     """A run folder whose checkpoint.pt is the b = 4 model; the run config asks for b = 17."""
     (tmp_path / "run").mkdir()
@@ -275,6 +352,12 @@ def _npy(checkpoint: Path, tmp_path: Path) -> str:
     """An array with a value above the K it declares (k=4)."""
     np.save(tmp_path / "images.npy", np.full((10, 4, 4), 7, np.uint8))
     return str(tmp_path / "images.npy")
+
+
+def _digits_npy(checkpoint: Path, tmp_path: Path) -> str:
+    """The digits (values 0..16) as a .npy, which reads as K = 256 unless its spec says ?k=17."""
+    np.save(tmp_path / "digits.npy", load_dataset("digits", "test").images)
+    return str(tmp_path / "digits.npy")
 
 
 # Run config overrides for `ardm train` on digits (the shipped config, made tiny).
@@ -297,7 +380,22 @@ CALL_CASES = {
     "evaluate-truncated-checkpoint": CallCase(("evaluate", "--checkpoint", "{made}", "--data", "digits"),
                                               ("{made}: not a readable checkpoint",), _truncated),
     "evaluate-yaml-as-checkpoint": CallCase(("evaluate", "--checkpoint", "{made}", "--data", "digits"),
-                                            ("{made}: not a readable checkpoint",), _yaml_as_checkpoint),
+                                            ("{made}: not an ARDM checkpoint (not a file written by torch.save)",),
+                                            _yaml_as_checkpoint),
+    "sample-png-as-checkpoint": CallCase(("sample", "--checkpoint", "{made}", "{tmp}/grid.png"),
+                                         ("{made}: not an ARDM checkpoint (not a file written by torch.save)",), _png),
+    "sample-pickled-object-as-checkpoint": CallCase(("sample", "--checkpoint", "{made}", "{tmp}/grid.png"),
+                                                    ("{made}: not an ARDM checkpoint (it holds objects other",),
+                                                    _pickled_object),
+    "sample-run-folder-as-checkpoint": CallCase(("sample", "--checkpoint", "{made}", "{tmp}/grid.png"),
+                                                ("{made}: is a folder, not a checkpoint file; "
+                                                 "pass the file {made}/checkpoint.pt",), _run_folder),
+    "evaluate-ray-folder-as-checkpoint": CallCase(
+        ("evaluate", "--checkpoint", "{made}", "--data", "digits"),
+        ("{made}: is a folder, not a checkpoint file; pass the file {made}/checkpoint_2026-01-01_10-05-00.000002/"
+         "checkpoint.pt",), _ray_train_folder),
+    "evaluate-empty-folder-as-checkpoint": CallCase(("evaluate", "--checkpoint", "{tmp}", "--data", "digits"),
+                                                    ("{tmp}: is a folder, not a checkpoint file; it holds no",)),
     "sample-foreign-checkpoint": CallCase(("sample", "--checkpoint", "{made}", "{tmp}/grid.png"),
                                           ("{made}: not an ARDM checkpoint",), _foreign),
     "evaluate-corrupt-parquet-shard": CallCase(("evaluate", "--checkpoint", "{ckpt}", "--data", "parquet:{made}"),
@@ -306,16 +404,23 @@ CALL_CASES = {
                                      ("{tmp}/nope.npy",)),
     "evaluate-values-above-k": CallCase(("evaluate", "--checkpoint", "{ckpt}", "--data", "npy:{made}?k=4"),
                                         ("{made}", "value 7 >= K=4"), _npy),
+    "evaluate-data-of-another-k": CallCase(("evaluate", "--checkpoint", "{ckpt}", "--data", "npy:{made}"),
+                                           ("npy:{made}: images are 1x8x8 with K=256", "model is for 1x8x8 with K=17",
+                                            "say so in its spec with ?k=17"), _digits_npy),
     "convert-missing-cifar": CallCase(("convert", "cifar10:{tmp}/nope", "{tmp}/out"), ("{tmp}/nope: no such file",)),
     "convert-rows-per-shard-0": CallCase(("convert", "digits", "{tmp}/out", "--rows-per-shard", "0"),
                                          ("{tmp}/out: rows_per_shard must be >= 1",)),
     "train-set-through-a-scalar": CallCase(("train", str(ROOT / "configs" / "photos8.yaml"), "--set",
                                             "model.branching.x=1"), ("photos8.yaml: --set", "not a section")),
     "train-unknown-field": CallCase(("train", str(ROOT / "configs" / "photos8.yaml"), "--set", "train.lr=0.1"),
-                                    ("photos8.yaml: train.lr: unknown field",)),
+                                    ("photos8.yaml: --set train.lr=0.1: unknown field train.lr; expected one of",
+                                     "'learning_rate'")),
+    "train-mistyped-field": CallCase(("train", str(ROOT / "configs" / "photos8.yaml"), "--set", "train.step=10"),
+                                     ("--set train.step=10: unknown field train.step; did you mean train.steps?",)),
     "train-checkpoint-of-another-model": CallCase(
         ("train", str(ROOT / "configs" / "photos8.yaml"), *TRAIN, "--set", "model.branching=17",
-         "--set", "output={made}"), ("{made}/checkpoint.pt: checkpoint is for another model", "branching"),
+         "--set", "output={made}"), ("{made}/checkpoint.pt: checkpoint is for another model", "branching",
+                                     "start afresh with --fresh (overwrites it) or use another output folder"),
         _other_model_run),
     "train-missing-data": CallCase(
         ("train", str(ROOT / "configs" / "photos8.yaml"), *TRAIN, "--set", "data=npy:{tmp}/nope.npy",
@@ -327,6 +432,11 @@ CALL_CASES = {
                                                ("{ckpt}: postprocess.budgets: [193] outside 3..192",)),
     "postprocess-tracking-unreachable": CallCase(("postprocess", "0123abcd", "--tracking-uri", UNREACHABLE),
                                                  (f"{UNREACHABLE}: tracking server unreachable",)),
+    "report-tracking-uri-a-database-path": CallCase(
+        ("report", "sweep", "--tracking-uri", "{tmp}/mlflow.db"),
+        ("{tmp}/mlflow.db: MLflow 3 refuses the file store; use a database, e.g. sqlite:///{tmp}/mlflow.db",)),
+    "report-no-store-here": CallCase(("report", "sweep"), (
+        "{tmp}/mlflow.db: no MLflow store there (give --tracking-uri, or set MLFLOW_TRACKING_URI)",)),
     "report-gone-sweep-tracking-unreachable": CallCase(("report", "gone/sweep", "--tracking-uri", UNREACHABLE),
                                                        (f"{UNREACHABLE}: tracking server unreachable",)),
 }
@@ -343,5 +453,6 @@ def test_bad_call(case: CallCase, checkpoint: Path, tmp_path: Path, capfd: pytes
     line = _fails_cleanly([fill(a) for a in case.argv], tmp_path, capfd)
     for fragment in case.expected:
         assert fill(fragment) in line
+    assert "weights_only" not in line  # torch's advice to load unsafely must not reach the user
     assert checkpoint.read_bytes() == kept and load_checkpoint(checkpoint)["step"] == 1
 
