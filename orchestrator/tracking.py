@@ -51,6 +51,8 @@ TRIAL_TAG = "ardm.trial"
 FAILURE_REASON_TAG = "ardm.failure_reason"
 CHECKPOINT_TAG = "ardm.checkpoint"  # a trial's final checkpoint file (path or URI)
 DATA_TAG = "ardm.data"  # the dataset spec a trial trained on (its Parquet shards)
+# MLflow 3's UI opens an experiment in the view its kind names; without the tag it may guess GenAI.
+EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 # A failure reason is a summary for the runs table; the full traceback belongs in the worker log.
 MAX_REASON_LENGTH = 5000
 END_STATUSES = ("FINISHED", "FAILED", "KILLED")
@@ -234,7 +236,8 @@ class SweepTracker:
         found = self.client.get_experiment_by_name(self.experiment)
         if found is None:
             try:
-                return self.client.create_experiment(self.experiment, artifact_location=self._artifact_location())
+                return self.client.create_experiment(self.experiment, artifact_location=self._artifact_location(),
+                                                     tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
             except MlflowException:
                 # Another process (a second sweep driver, a worker) created it between our get and
                 # create; the name is unique, so take theirs. Anything else is re-raised below.
@@ -246,6 +249,8 @@ class SweepTracker:
                 f"{self.uri}: experiment {self.experiment!r} is deleted; restore it "
                 f"(mlflow experiments restore --experiment-id {found.experiment_id}) or use another name"
             )
+        if found.tags.get(EXPERIMENT_KIND_TAG) is None:  # made by an older version, or by hand
+            self.client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
         return found.experiment_id
 
     def _experiment_names(self, limit: int = 10) -> str:

@@ -16,8 +16,10 @@ from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
 from orchestrator.cli import main
 from orchestrator.tracking import (
+    EXPERIMENT_KIND_TAG,
     FAILURE_REASON_TAG,
     MAX_REASON_LENGTH,
+    MODEL_TRAINING_KIND,
     SweepTracker,
     TrackingError,
     check_tracking,
@@ -337,3 +339,13 @@ def test_a_mistyped_experiment_lists_the_experiments_there(sqlite_uri: str, caps
     assert main(["report", "listed-alpah", "--tracking-uri", sqlite_uri]) == 2
     listed = capsys.readouterr().err.strip().split("(experiments there: ")[1].removesuffix(")").split(", ")
     assert listed == [f"listed-{i}" for i in reversed(range(10))] + ["..."]
+
+
+def test_experiments_open_in_the_model_training_view(sqlite_uri: str) -> None:
+    """New experiments carry MLflow 3's kind tag for model training, and older ones get it on first use."""
+    tracker = SweepTracker(sqlite_uri, "kind")
+    assert tracker.client.get_experiment(tracker.experiment_id).tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND
+    older = tracker.client.create_experiment("made-by-hand")
+    assert EXPERIMENT_KIND_TAG not in tracker.client.get_experiment(older).tags
+    SweepTracker(sqlite_uri, "made-by-hand")
+    assert tracker.client.get_experiment(older).tags[EXPERIMENT_KIND_TAG] == "custom_model_development"
