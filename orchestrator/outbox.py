@@ -9,7 +9,8 @@ an outbox a failing call raises, as it always did.
 
 File format: one JSON-lines file per run, a header line `{"run_id": ..., "tracking_uri": ...}` then one
 line per call: `{"op": "metrics", "metrics": [[key, value, timestamp_ms, step], ...]}`,
-`{"op": "tags", "tags": {...}}`, `{"op": "end", "status": ..., "end_time": ...}` or
+`{"op": "tags", "tags": {...}}`, `{"op": "end", "status": ..., "end_time": ...}`,
+`{"op": "inputs", "datasets": [split records, see dataset_input]}` or
 `{"op": "artifact", "path": ..., "artifact_path": ...}` (a copy under `<outbox>/artifacts/<run_id>/`).
 Calls MLflow refuses are set aside in `<run_id>.refused.jsonl`.
 
@@ -34,8 +35,9 @@ from pathlib import Path
 
 import mlflow
 import requests
-from mlflow.entities import Metric, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, RunTag
 from mlflow.exceptions import MlflowException, RestException
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from orchestrator.tracking_errors import TrackingError, TrackingUnreachable, one_line
 
@@ -128,6 +130,8 @@ def send(client: mlflow.MlflowClient, run_id: str, call: dict, root: Path, fail_
             client.log_batch(run_id, tags=[RunTag(key, value) for key, value in call["tags"].items()])
         elif op == "end":
             client.set_terminated(run_id, call["status"], end_time=call["end_time"])
+        elif op == "inputs":
+            client.log_inputs(run_id, [dataset_input(record) for record in call["datasets"]])
         else:
             path = root / call["path"]
             if path.is_dir():
@@ -136,7 +140,18 @@ def send(client: mlflow.MlflowClient, run_id: str, call: dict, root: Path, fail_
                 client.log_artifact(run_id, str(path), call["artifact_path"])
 
 
-_OPS = ("metrics", "tags", "end", "artifact")
+_OPS = ("metrics", "tags", "end", "inputs", "artifact")
+
+
+def dataset_input(record: dict) -> DatasetInput:
+    """An MLflow dataset input from a split record (ardm.data.parquet.split_record plus "context":
+    training or testing): the spec as name, the content digest, the shard folder as source, and the
+    sizes as its profile, which the MLflow UI shows."""
+    source_type = record["source"].split("://", 1)[0] if "://" in record["source"] else "local"
+    profile = {"num_rows": record["rows"], "shape": record["shape"], "num_classes": record["num_classes"]}
+    dataset = Dataset(name=record["name"], digest=record["digest"], source_type=source_type,
+                      source=json.dumps({"uri": record["source"]}), profile=json.dumps(profile))
+    return DatasetInput(dataset, [InputTag(MLFLOW_DATASET_CONTEXT, record["context"])])
 
 
 def _batches(calls: list[dict]) -> list[list[dict]]:
@@ -163,6 +178,7 @@ class Delivered:
     metrics: int = 0  # metric values
     tags: int = 0
     artifacts: int = 0  # files or folders
+    datasets: int = 0  # dataset inputs
     status: str | None = None  # the end status, if the run was ended
     refused: int = 0  # calls MLflow refused, set aside in <run_id>.refused.jsonl
 
@@ -174,11 +190,15 @@ class Delivered:
             self.tags += len(call["tags"])
         elif call["op"] == "end":
             self.status = call["status"]
+        elif call["op"] == "inputs":
+            self.datasets += len(call["datasets"])
         else:
             self.artifacts += 1
 
     def __str__(self) -> str:
         parts = [f"{self.metrics} metric value(s)", f"{self.tags} tag(s)", f"{self.artifacts} artifact(s)"]
+        if self.datasets:
+            parts.append(f"{self.datasets} dataset input(s)")
         if self.status:
             parts.append(f"ended {self.status}")
         if self.refused:

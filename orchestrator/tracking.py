@@ -346,6 +346,11 @@ class SweepTracker:
             raise TrackingError(f"{self.uri}: run {run_id}: no file or directory {local_path} to log as an artifact")
         self._submit(run_id, {"op": "artifact", "path": str(path), "artifact_path": artifact_path})
 
+    def log_datasets(self, run_id: str, records: list[dict]) -> None:
+        """Record datasets as the run's MLflow dataset inputs: each a split record of
+        ardm.data.parquet.split_record with "context" ("training" or "testing")."""
+        self._submit(run_id, {"op": "inputs", "datasets": records})
+
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         """Set (or overwrite) tags on a run, in one batch."""
         if tags:

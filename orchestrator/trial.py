@@ -21,6 +21,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from ardm.checkpoint import CheckpointError, load_checkpoint
 from ardm.config import build
+from ardm.data.parquet import split_record
 from ardm.storage import filesystem
 from orchestrator.config import SweepConfig, trial_label
 from orchestrator.postprocess import postprocess_checkpoint
@@ -50,6 +51,9 @@ def run_trial(config: dict, tracker: SweepTracker, parent_id: str, data_uri: str
     # Tune retries a failed trial (failure.trial_max_failures): number each attempt in its run.
     attempt = len(tracker.client.get_metric_history(run_id, "trial_attempt")) + 1
     tracker.log_metrics(run_id, {"trial_attempt": attempt}, step=attempt)
+    if attempt == 1:  # MLflow lists a dataset input once per log call: record the data once per trial
+        tracker.log_datasets(run_id, [split_record(data_uri, split) | {"context": context}
+                                      for split, context in (("train", "training"), ("test", "testing"))])
     resources = cfg.resources
     per_worker = {"CPU": resources.cpus_per_worker} | ({"GPU": resources.gpus_per_worker} if resources.use_gpu else {})
     trainer = TorchTrainer(

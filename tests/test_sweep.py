@@ -39,6 +39,10 @@ def test_tiny_sweep_tracks_parent_and_nested_runs(ray_cluster, mlflow_server, tm
         assert [m.step for m in history] == [2, 4, 6]
         assert run.data.metrics["test_bpd"] > 0 and run.data.metrics["test_bpd_stderr"] > 0
         assert run.data.metrics["wall_time_s"] > 0
+        # The trial's data, as MLflow dataset inputs: the spec by name, one per split.
+        inputs = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
+        assert set(inputs) == {"training", "testing"}
+        assert {d.name for d in inputs.values()} == {run.data.params["data.spec"]}
         artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")]
         assert artifacts == ["checkpoint/checkpoint.pt"]
         _check_postprocessed(client, run)
@@ -71,6 +75,10 @@ def _check_postprocessed(client, run):
         for kind in ("predicted", "measured", "naive"):
             assert m[f"bpd_budget_{budget}_{kind}"] > 0 and m[f"bpd_budget_{budget}_{kind}_stderr"] >= 0
         assert (f"bpd_budget_{budget}_joint" in m) == (total > 64)
+    # Each budget's excess over all steps is measured on the same images: the paired difference.
+    for budget in (3, 8):
+        excess = m[f"bpd_budget_{budget}_measured"] - m[f"bpd_budget_{total}_measured"]
+        assert m[f"bpd_budget_{budget}_excess"] == pytest.approx(excess, abs=1e-9)
     # The full budget is every step: its prediction is the table's full-step ELBO.
     assert m[f"bpd_budget_{total}_predicted"] == pytest.approx(m["full_elbo_bpd"])
     names = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "postprocess")}

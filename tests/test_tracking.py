@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
+from ardm.data import convert_dataset, load_dataset
+from ardm.data.parquet import split_record
 from orchestrator.cli import main
 from orchestrator.tracking import (
     EXPERIMENT_KIND_TAG,
@@ -349,3 +351,24 @@ def test_experiments_open_in_the_model_training_view(sqlite_uri: str) -> None:
     assert EXPERIMENT_KIND_TAG not in tracker.client.get_experiment(older).tags
     SweepTracker(sqlite_uri, "made-by-hand")
     assert tracker.client.get_experiment(older).tags[EXPERIMENT_KIND_TAG] == "custom_model_development"
+
+
+def test_trial_data_as_mlflow_dataset_inputs(sqlite_uri: str, tmp_path: Path) -> None:
+    """Each split of the sweep's shards becomes a dataset input: spec as name, content digest, sizes."""
+    convert_dataset("digits", str(tmp_path / "shards"), 500)
+    records = [split_record(tmp_path / "shards", split) | {"context": context}
+               for split, context in (("train", "training"), ("test", "testing"))]
+    tracker = SweepTracker(sqlite_uri, "datasets")
+    run_id = tracker.trial_run(tracker.start_sweep("s", CONFIG), "t", {"seed": 0})
+    tracker.log_datasets(run_id, records)
+    inputs = tracker.client.get_run(run_id).inputs.dataset_inputs
+    by_context = {i.tags[0].value: i.dataset for i in inputs}
+    assert set(by_context) == {"training", "testing"}
+    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    for dataset, split in ((by_context["training"], train), (by_context["testing"], test)):
+        assert dataset.name == "digits" and len(dataset.digest) == 16
+        assert json.loads(dataset.profile) == {"num_rows": len(split.images), "shape": [1, 8, 8], "num_classes": 17}
+    assert by_context["training"].digest != by_context["testing"].digest
+    # The digest follows the content: the same data converted again has the same digest.
+    convert_dataset("digits", str(tmp_path / "again"), 500)
+    assert split_record(tmp_path / "again", "train")["digest"] == by_context["training"].digest

@@ -121,6 +121,19 @@ def read_manifest(uri: str | os.PathLike[str]) -> dict:
     return manifest
 
 
+def split_record(uri: str | os.PathLike[str], split: str) -> dict:
+    """What a tracker records of one split of a shard folder: {"name": the dataset spec it came
+    from, "digest": 16 hex digits of the sha256 over its shards' sha256s (content, not paths),
+    "source": the folder, "rows", "shape": [C, H, W], "num_classes"}."""
+    check_split(split, os.fspath(uri))
+    manifest = read_manifest(uri)
+    shards = manifest["splits"][split]
+    digest = hashlib.sha256("".join(entry["sha256"] for entry in shards).encode()).hexdigest()[:16]
+    return {"name": manifest.get("source") or manifest["name"], "digest": digest,
+            "source": _manifest_location(os.fspath(uri))[0], "rows": sum(entry["rows"] for entry in shards),
+            "shape": manifest["shape"], "num_classes": manifest["num_classes"]}
+
+
 def _read_shard(
     fs: pafs.FileSystem, path: str, where: str, entry: dict, row: int, verify: bool
 ) -> np.ndarray:
