@@ -193,8 +193,17 @@ class PostprocessSection:
 
 @dataclass(frozen=True)
 class TrackingSection:
+    """uri: MLflow tracking URI ("": $MLFLOW_TRACKING_URI, else the local SQLite file); experiment:
+    default the sweep's name; system_metrics_interval_s: how often rank 0's machine is sampled for
+    MLflow's system metrics (0: not at all)."""
+
     uri: str = ""
     experiment: str = ""
+    system_metrics_interval_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not self.system_metrics_interval_s >= 0:
+            raise ValueError(f"system_metrics_interval_s must be >= 0, got {self.system_metrics_interval_s}")
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,8 @@ import math
 import os
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from numbers import Real
 from pathlib import Path
 from typing import Any
@@ -164,6 +166,25 @@ def _quote(value: str) -> str:
     if '"' not in value:
         return f'"{value}"'
     raise TrackingError(f"cannot search MLflow for a value containing both quote characters: {value!r}")
+
+
+@contextmanager
+def system_metrics(uri: str, run_id: str, interval_s: float) -> Iterator[None]:
+    """MLflow's system metrics (CPU, memory, disk, network, and GPU where pynvml finds one) of this
+    process's machine into run `run_id` under system/, sampled and logged every `interval_s`
+    seconds on a background thread, so the training loop pays nothing; 0 turns it off. A
+    restarted worker continues the run's system-metric steps."""
+    if interval_s <= 0:
+        yield
+        return
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=interval_s, resume_logging=True, tracking_uri=uri)
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()
 
 
 class SweepTracker:

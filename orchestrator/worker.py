@@ -27,7 +27,7 @@ from ardm.run import model_spec
 from ardm.storage import filesystem
 from ardm.train import train
 from orchestrator.config import SweepConfig
-from orchestrator.tracking import SweepTracker
+from orchestrator.tracking import SweepTracker, system_metrics
 
 
 class _MetricsToMlflow:
@@ -99,12 +99,15 @@ def train_worker(loop_config: dict) -> None:
         resume_from, resumed_step = _resume_point(loop_config.get("resume_from"), Path(scratch) / "resume")
         if resumed_step is not None and to_mlflow is not None:  # say from where, in the trial's run
             to_mlflow({"resumed_from_step": resumed_step}, resumed_step)
-        result = train(
-            model, shard.images, cfg.train, device=device, checkpoint_path=local / CHECKPOINT_FILE,
-            resume_from=resume_from, rank=rank, wrap=wrap, on_log=on_log, on_checkpoint=on_checkpoint,
-            extra={"data": cfg.data.spec, "data_uri": loop_config["data_uri"], "world_size": world},
-            progress=False,
-        )
+        tracker = loop_config["tracker"]
+        interval = cfg.tracking.system_metrics_interval_s if rank == 0 else 0
+        with system_metrics(tracker.uri, loop_config["run_id"], interval):
+            result = train(
+                model, shard.images, cfg.train, device=device, checkpoint_path=local / CHECKPOINT_FILE,
+                resume_from=resume_from, rank=rank, wrap=wrap, on_log=on_log, on_checkpoint=on_checkpoint,
+                extra={"data": cfg.data.spec, "data_uri": loop_config["data_uri"], "world_size": world},
+                progress=False,
+            )
         if resumed_step is not None and resumed_step >= cfg.train.steps:
             # The run had finished before this restart: nothing was trained, so report its final
             # checkpoint again, with the test bpd, for this Train run's result to carry it.

@@ -28,6 +28,7 @@ from orchestrator.tracking import (
     default_tracking_uri,
     flatten,
     resolve_tracking_uri,
+    system_metrics,
 )
 
 CONFIG = {
@@ -372,3 +373,16 @@ def test_trial_data_as_mlflow_dataset_inputs(sqlite_uri: str, tmp_path: Path) ->
     # The digest follows the content: the same data converted again has the same digest.
     convert_dataset("digits", str(tmp_path / "again"), 500)
     assert split_record(tmp_path / "again", "train")["digest"] == by_context["training"].digest
+
+
+def test_system_metrics_of_a_run(sqlite_uri: str) -> None:
+    """While the context is open, the machine's CPU and memory use land in the run under system/."""
+    tracker = SweepTracker(sqlite_uri, "system")
+    run_id = tracker.trial_run(tracker.start_sweep("s", CONFIG), "t", {"seed": 0})
+    with system_metrics(sqlite_uri, run_id, 0.05):
+        deadline = time.monotonic() + 300  # a safety net only: the first sample lands within a second
+        while "system/cpu_utilization_percentage" not in tracker.client.get_run(run_id).data.metrics:
+            assert time.monotonic() < deadline, "no system metrics were logged"
+    logged = tracker.client.get_run(run_id).data.metrics
+    assert logged["system/system_memory_usage_megabytes"] > 0
+    assert logged["system/cpu_utilization_percentage"] >= 0
