@@ -25,11 +25,14 @@ from ardm.train import NonFiniteLossError
 from orchestrator.compress_cli import add_compress_parsers
 from orchestrator.config import PostprocessSection, check_budgets_fit, check_data, load_sweep, trial_label
 from orchestrator.launcher import add_install_launcher_arguments, run_install_launcher
+from orchestrator.models import local_checkpoint
 from orchestrator.submit import add_submit_arguments, run_submit
 from orchestrator.sync import add_sync_arguments, run_sync
 from orchestrator.tracking import SweepTracker, TrackingError, check_tracking, resolve_tracking_uri
 
 TRACKING_URI_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)"
+CHECKPOINT_HELP = ("a checkpoint file, runs:/RUN_ID/path, models:/MODEL_ID, models:/NAME/VERSION, models:/NAME@alias "
+                   "or a trial's run id (MLflow: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
 BAD_INPUT = (ConfigError, DataError, CheckpointError, TrackingError, CompressionError)
 
 
@@ -199,7 +202,7 @@ def parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="test-set negative ELBO (bpd ± stderr) of a checkpoint's EMA model")
-    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     e.add_argument("--data", required=True, help="dataset spec, e.g. photos:8 or cifar10:/path")
     e.add_argument("--split", default="test", choices=["train", "test"])
     e.add_argument("--samples-per-image", type=int, default=4)
@@ -210,7 +213,7 @@ def parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("sample", help="draw samples from a checkpoint's EMA model into a PNG grid")
-    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     s.add_argument("--num", type=int, default=16)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch-size", type=int, default=64)
@@ -219,7 +222,7 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_sample)
 
     b = sub.add_parser("budgets", help="step table, DP policies and measured bpd per budget (network calls)")
-    b.add_argument("--checkpoint", required=True)
+    b.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
     b.add_argument("--data", required=True, help="dataset spec of held-out data, e.g. photos:8")
     b.add_argument("--split", default="test", choices=["train", "test"], help="split whose bpd is measured")
     b.add_argument("--table-split", default=TABLE_SPLIT, choices=["train", "test"],
@@ -301,6 +304,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        if getattr(args, "checkpoint", None):  # every command's --checkpoint may name an MLflow run or model
+            args.checkpoint = local_checkpoint(args.checkpoint)
         return args.func(args) or 0
     except BAD_INPUT as err:
         print(f"ardm: error: {err}", file=sys.stderr)

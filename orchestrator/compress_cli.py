@@ -34,7 +34,7 @@ from ardm.tables import TABLE_SPLIT, StepTable, estimate_step_table, model_ident
 def add_compress_parsers(subparsers: argparse._SubParsersAction) -> None:
     """Add the `compress` and `decompress` commands to the `ardm` subparsers."""
     c = subparsers.add_parser("compress", help="losslessly compress images with a checkpoint's EMA model (rANS)")
-    c.add_argument("--checkpoint", required=True)
+    c.add_argument("--checkpoint", required=True, help="the model: a file, runs:/..., models:/... or a run id")
     c.add_argument("--budget", required=True,
                    help="network calls per image: total (S..S*D, S = stages), N/stage (S x N) or full")
     c.add_argument("--policy", default="optimal", choices=POLICIES, help="how the budget's chunks are placed")
@@ -56,7 +56,7 @@ def add_compress_parsers(subparsers: argparse._SubParsersAction) -> None:
     c.set_defaults(func=cmd_compress)
 
     d = subparsers.add_parser("decompress", help="decode a file written by `ardm compress`, bit-exactly")
-    d.add_argument("--checkpoint", required=True, help="the checkpoint that compressed it")
+    d.add_argument("--checkpoint", required=True, help="the model that compressed it (a file, runs:/..., models:/...)")
     d.add_argument("--device", default="cpu", help="where the model runs (the kind the encoder used)")
     d.add_argument("input", metavar="IN", help="compressed file")
     d.add_argument("output", metavar="OUT", help=".png (one image) or .npy (any number) to write")

@@ -195,11 +195,13 @@ class PostprocessSection:
 class TrackingSection:
     """uri: MLflow tracking URI ("": $MLFLOW_TRACKING_URI, else the local SQLite file); experiment:
     default the sweep's name; system_metrics_interval_s: how often rank 0's machine is sampled for
-    MLflow's system metrics (0: not at all)."""
+    MLflow's system metrics (0: not at all); register_model: a registered-model name under which
+    every trial's logged model becomes a version ("": none)."""
 
     uri: str = ""
     experiment: str = ""
     system_metrics_interval_s: float = 10.0
+    register_model: str = ""
 
     def __post_init__(self) -> None:
         if not self.system_metrics_interval_s >= 0:

@@ -61,6 +61,7 @@ from ardm.storage import filesystem, write_atomic
 from ardm.tables import model_identity
 from orchestrator.cluster import connect_ray
 from orchestrator.config import PostprocessSection
+from orchestrator.models import local_checkpoint
 from orchestrator.tables import OUTSIDE_TRIAL, distributed_step_table
 from orchestrator.tracking import CHECKPOINT_TAG, DATA_TAG, SweepTracker, TrackingError, check_tracking
 
@@ -246,9 +247,12 @@ class Target:
 
 
 def find_target(run: str, tracking_uri: str, download_to: Path) -> Target:
-    """RUN as a checkpoint path/URI, or as an MLflow run id at `tracking_uri` whose checkpoint is
+    """RUN as a checkpoint path/URI (runs:/ and models:/ too, orchestrator.models), or as an MLflow
+    run id at `tracking_uri` whose checkpoint is
     its ardm.checkpoint tag (or, where that path is not readable here, its checkpoint artifact,
     downloaded into `download_to`)."""
+    if run.startswith(("runs:/", "models:/")):
+        run = local_checkpoint(run, tracking_uri)
     if "://" in run or Path(run).exists():
         extra = load_checkpoint(run).get("extra", {})
         data = f"parquet:{extra['data_uri']}" if extra.get("data_uri") else extra.get("data")

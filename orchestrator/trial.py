@@ -11,6 +11,7 @@ resumed sweep continues from the trial's latest checkpoint.
 from __future__ import annotations
 
 import time
+import warnings
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
@@ -24,6 +25,7 @@ from ardm.config import build
 from ardm.data.parquet import split_record
 from ardm.storage import filesystem
 from orchestrator.config import SweepConfig, trial_label
+from orchestrator.models import log_trial_model
 from orchestrator.postprocess import postprocess_checkpoint
 from orchestrator.report import CONFIGURATION_TAG
 from orchestrator.tracking import CHECKPOINT_TAG, DATA_TAG, SweepTracker
@@ -81,6 +83,12 @@ def run_trial(config: dict, tracker: SweepTracker, parent_id: str, data_uri: str
     tracker.log_metrics(run_id, final, step=result.metrics.get("step"))
     with result.checkpoint.as_directory() as folder:
         tracker.log_artifact(run_id, f"{folder}/{CHECKPOINT_FILE}", "checkpoint")
+        try:  # the model view of the same file: the checkpoint artifact above is what must not be lost
+            log_trial_model(tracker, run_id, f"{folder}/{CHECKPOINT_FILE}", f"ardm-{trial_label(config, searched)}",
+                            {k: v for k, v in final.items() if k.startswith("test_bpd")},
+                            cfg.tracking.register_model)
+        except Exception as err:
+            warnings.warn(f"run {run_id}: the model was not logged to MLflow ({failure_reason(err)})", stacklevel=1)
     checkpoint = checkpoint_uri(cfg, result.checkpoint.path)
     data = f"parquet:{data_uri}"
     tracker.set_tags(run_id, {CHECKPOINT_TAG: checkpoint, DATA_TAG: data})
