@@ -105,7 +105,7 @@ def test_outage_mid_run_keeps_calls_and_delivers_them_when_the_server_returns(
             clock.advance(0.2)  # some calls fall in the retry interval, some try the dead server again
         # At 0.0 s and 0.6 s the server is tried (and fails fast); at 0.2, 0.4 and 0.8 s it is not.
         assert tried == [FAIL_FAST_ATTEMPTS, 0, 0, FAIL_FAST_ATTEMPTS, 0]
-        assert set(attempts) == {FAIL_FAST_TIMEOUT_S}
+        assert {a.timeout for a in attempts} == {FAIL_FAST_TIMEOUT_S}
         tracker.set_tags(run, {"ardm.note": "kept"})
         assert not tracker.flush()  # what the sweep does at its end: the calls stay kept
     # One warning per outage (urllib3 also logs its retry of the refused connection, which no handler shows).
@@ -150,7 +150,7 @@ def test_ardm_sync_delivers_what_the_workers_kept_when_the_server_did_not_return
             tried.append(len(attempts) - before)
         # The clock stands still: only the first call tries the server, the others are within the retry interval.
         assert tried == [FAIL_FAST_ATTEMPTS, 0, 0]
-        assert set(attempts) == {FAIL_FAST_TIMEOUT_S}
+        assert {a.timeout for a in attempts} == {FAIL_FAST_TIMEOUT_S}
     assert not to_mlflow.warned
     checkpoint = tmp_path / "scratch" / "checkpoint.pt"
     checkpoint.parent.mkdir()
