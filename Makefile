@@ -38,3 +38,4 @@ bench: install
 	$(BIN)/python bench/dp_speed.py
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/compression.py
+	$(BIN)/python bench/tracking_check.py

@@ -6,7 +6,6 @@ import json
 import logging
 import pickle
 import socket
-import time
 from pathlib import Path
 
 import mlflow
@@ -30,6 +29,8 @@ from orchestrator.tracking import (
     resolve_tracking_uri,
     system_metrics,
 )
+
+from connections import connection_attempts
 
 CONFIG = {
     "data": "digits",
@@ -89,24 +90,27 @@ def test_check_tracking_live_server_passes(mlflow_server: str) -> None:
     check_tracking(mlflow_server + "/")
 
 
-def test_check_tracking_closed_port_fails_fast() -> None:
-    uri = f"http://127.0.0.1:{_closed_port()}"
-    start = time.monotonic()
+def test_check_tracking_closed_port_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    port = _closed_port()
+    uri = f"http://127.0.0.1:{port}"
+    attempts = connection_attempts(monkeypatch, port)
     with pytest.raises(TrackingError, match="unreachable") as err:
         check_tracking(uri, timeout=2.0)
-    assert time.monotonic() - start < 3.0
+    # Fails fast: one connection attempt, bounded by the timeout, no retries.
+    assert [(a.timeout, a.socket) for a in attempts] == [(2.0, None)]
     assert str(err.value).startswith(uri) and "\n" not in str(err.value)
 
 
-def test_check_tracking_silent_server_times_out() -> None:
+def test_check_tracking_silent_server_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
     with socket.socket() as sock:  # listens (the kernel accepts connections) but never answers
         sock.bind(("127.0.0.1", 0))
         sock.listen()
-        uri = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        start = time.monotonic()
+        port = sock.getsockname()[1]
+        attempts = connection_attempts(monkeypatch, port)
         with pytest.raises(TrackingError, match=r"unreachable \(no answer within 0.5 s\)"):
-            check_tracking(uri, timeout=0.5)
-        assert time.monotonic() - start < 1.5
+            check_tracking(f"http://127.0.0.1:{port}", timeout=0.5)
+        # One connection, its connect and its read each bounded by the timeout, no retries.
+        assert [(a.timeout, a.socket.gettimeout()) for a in attempts] == [(0.5, 0.5)]
 
 
 def test_check_tracking_non_200(mlflow_server: str) -> None:

@@ -6,6 +6,10 @@ Every case runs through `orchestrator.cli.main` with the working directory in th
 tmp_path, which afterwards must hold exactly what the test put there. Sweep files run with
 --dry-run (which reads the data and checks the budgets against each trial's model, as the driver
 does before Ray starts), so that a case which wrongly validated would list trials, not start them.
+
+Each failing call runs in a fresh process, a fork of a server process that has imported the CLI but
+never touched Ray: this test process may hold the session's Ray cluster (when a Ray test ran first),
+so "no Ray started" can only be checked where nothing else could have started it.
 """
 
 from __future__ import annotations
@@ -13,8 +17,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
-import sys
-from collections.abc import Callable
+import multiprocessing
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +36,8 @@ from ardm.run import model_spec
 from ardm.train import TrainConfig, train
 from orchestrator.cli import main
 from orchestrator.config import check_budgets_fit, check_data, load_sweep
+
+from fresh_cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing listens, the connection is refused at once
@@ -176,18 +182,29 @@ def _snapshot(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*"))}
 
 
-def _fails_cleanly(argv: list[str], tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> str:
-    """Run `ardm ARGV` in tmp_path; assert exit code 2, one line on stderr (returned without its
-    "ardm: error: " prefix), nothing on stdout, nothing written or started."""
+@pytest.fixture(scope="module")
+def fresh() -> Iterator[multiprocessing.pool.Pool]:
+    """Runs each call (fresh_cli.run_cli) in a new process forked from a forkserver: an interpreter
+    started anew, which imports the CLI (and torch) once, so a call costs a fork rather than an
+    interpreter's start-up. (This test process has only one forkserver: had it started earlier,
+    without the CLI imported, calls are slower but just as fresh.)"""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["orchestrator.cli"])  # an installed module: the forkserver lacks the tests' path
+    with context.Pool(1, maxtasksperchild=1) as pool:
+        yield pool
+
+
+def _fails_cleanly(argv: list[str], tmp_path: Path, fresh: multiprocessing.pool.Pool) -> str:
+    """Run `ardm ARGV` in tmp_path, in a fresh process; assert exit code 2, one line on stderr
+    (returned without its "ardm: error: " prefix), nothing on stdout, nothing written or started."""
     before = _snapshot(tmp_path)
-    capfd.readouterr()
-    assert main(argv) == 2
-    out, err = capfd.readouterr()
+    code, out, err, ray_started = fresh.apply(run_cli, (argv, str(tmp_path)))
+    assert code == 2, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ardm: error: "), err
     assert out == ""
     assert _snapshot(tmp_path) == before, "the failed call wrote into the working directory"
-    assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
+    assert not ray_started, "the failed call started Ray"
     return lines[0].removeprefix("ardm: error: ")
 
 
@@ -208,13 +225,13 @@ def test_the_base_sweep_is_valid(tmp_path: Path, capfd: pytest.CaptureFixture[st
 
 
 @pytest.mark.parametrize("case", SWEEP_CASES.values(), ids=SWEEP_CASES.keys())
-def test_bad_sweep_file(case: SweepCase, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+def test_bad_sweep_file(case: SweepCase, tmp_path: Path, fresh: multiprocessing.pool.Pool) -> None:
     if case.setup is not None:
         case.setup(tmp_path)
     path = tmp_path / "bad.yaml"
     text = _sweep_text(case, tmp_path)
     path.write_bytes(text if isinstance(text, bytes) else text.encode())
-    line = _fails_cleanly(["sweep", str(path), "--dry-run", *case.args], tmp_path, capfd)
+    line = _fails_cleanly(["sweep", str(path), "--dry-run", *case.args], tmp_path, fresh)
     assert line.startswith(f"{path}: ")
     for fragment in case.expected:
         assert fragment.replace("{tmp}", str(tmp_path)) in line
@@ -248,11 +265,11 @@ def test_budget_check_covers_every_trial(tmp_path: Path) -> None:
     check_budgets_fit(disabled, shape, num_classes)
 
 
-def test_unreachable_tracking_fails_before_ray(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+def test_unreachable_tracking_fails_before_ray(tmp_path: Path, fresh: multiprocessing.pool.Pool) -> None:
     """Without --dry-run: the sweep really starts, and must stop at the tracking check."""
     path = tmp_path / "offline.yaml"
     path.write_text(yaml.safe_dump({**BASE, "tracking": {"uri": UNREACHABLE}}))
-    line = _fails_cleanly(["sweep", str(path)], tmp_path, capfd)
+    line = _fails_cleanly(["sweep", str(path)], tmp_path, fresh)
     assert UNREACHABLE in line and "unreachable" in line
 
 
@@ -443,14 +460,14 @@ CALL_CASES = {
 
 
 @pytest.mark.parametrize("case", CALL_CASES.values(), ids=CALL_CASES.keys())
-def test_bad_call(case: CallCase, checkpoint: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+def test_bad_call(case: CallCase, checkpoint: Path, tmp_path: Path, fresh: multiprocessing.pool.Pool) -> None:
     made = case.make(checkpoint, tmp_path) if case.make is not None else ""
 
     def fill(text: str) -> str:
         return text.replace("{ckpt}", str(checkpoint)).replace("{made}", made).replace("{tmp}", str(tmp_path))
 
     kept = checkpoint.read_bytes()
-    line = _fails_cleanly([fill(a) for a in case.argv], tmp_path, capfd)
+    line = _fails_cleanly([fill(a) for a in case.argv], tmp_path, fresh)
     for fragment in case.expected:
         assert fill(fragment) in line
     assert "weights_only" not in line  # torch's advice to load unsafely must not reach the user

@@ -42,6 +42,15 @@ def _wait_until(condition, what: str, driver: subprocess.Popen, timeout: float =
         time.sleep(0.5)
 
 
+def _the_trial(trials: list, finished: bool) -> mlflow.entities.Run:
+    """The one trial run among `trials` that is FINISHED (or, with finished=False, that is not); a clear
+    failure, not a StopIteration, when a poll found none or more than one."""
+    found = [r for r in trials if (r.info.status == "FINISHED") == finished]
+    assert len(found) == 1, (f"expected one {'finished' if finished else 'unfinished'} trial, got "
+                             f"{[(r.data.tags.get('ardm.trial'), r.info.status) for r in trials]}")
+    return found[0]
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
 def test_interrupted_driver_resumes_without_redoing_work(ray_cluster, mlflow_server, tmp_path, sig):
     name = f"driver-{sig.name.lower()}"
@@ -55,11 +64,10 @@ def test_interrupted_driver_resumes_without_redoing_work(ray_cluster, mlflow_ser
         if mlflow.MlflowClient(mlflow_server).get_experiment_by_name(name) is None:
             return False
         _, _, trials = sweep_runs(mlflow_server, name)
-        done = [r for r in trials if r.info.status == "FINISHED"]
-        if len(done) != 1 or len(trials) != 2:
+        unfinished = [r for r in trials if r.info.status != "FINISHED"]
+        if len(trials) != 2 or len(unfinished) != 1:
             return False
-        other = next(r for r in trials if r.info.status != "FINISHED")
-        return any((root / "train" / other.data.tags["ardm.trial"]).glob("checkpoint_*"))
+        return any((root / "train" / unfinished[0].data.tags["ardm.trial"]).glob("checkpoint_*"))
 
     try:
         _wait_until(first_done_second_checkpointed, "trial 1 finished and trial 2 checkpointed", driver)
@@ -72,8 +80,9 @@ def test_interrupted_driver_resumes_without_redoing_work(ray_cluster, mlflow_ser
     expected = 130 if sig == signal.SIGINT else -signal.SIGKILL
     assert driver.returncode == expected, (tmp_path / "driver.log").read_text()[-3000:]
     client, parents, trials = sweep_runs(mlflow_server, name)
-    first = next(r for r in trials if r.info.status == "FINISHED")
-    second = next(r for r in trials if r.info.status != "FINISHED")
+    assert len(parents) == 1, f"{len(parents)} sweep runs"
+    first = _the_trial(trials, finished=True)
+    second = _the_trial(trials, finished=False)  # fails if the second trial finished before the signal
     if sig == signal.SIGINT:  # a graceful stop closes the parent run as interrupted, saying how to go on
         assert parents[0].info.status == "KILLED" and "--resume" in parents[0].data.tags["ardm.failure_reason"]
     kept = {p: p.stat().st_mtime_ns for p in (root / "postprocess" / first.data.tags["ardm.trial"]).rglob("*")

@@ -4,6 +4,12 @@ node would lose it).
 Ray retries the task (max_retries=3); the post-processing run finishes and its metrics equal,
 number for number, those of an undisturbed run of the same checkpoint and settings. Both the
 step-table range tasks and the per-budget measurement tasks are killed in turn.
+
+The killer does not rely on Ray's state API to find the task: that reports with a delay, so a task
+could finish before it was ever listed as running. A Ray worker names its process `ray::<task>`
+while it executes a task, so the killer watches this test's own process tree (not another test
+run's Ray on the same machine) for that name, stops the process, checks that the name still holds
+(the task is frozen mid-run, it cannot have finished in between), and only then kills it.
 """
 
 import contextlib
@@ -11,9 +17,10 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
-from ray.util.state import list_tasks
+from ray.util.state import list_tasks, list_workers
 
 from orchestrator.config import PostprocessSection
 from orchestrator.postprocess import postprocess_checkpoint
@@ -22,36 +29,75 @@ from reference import checkpoint_of
 
 pytestmark = pytest.mark.slow
 
-# Enough work per task (tens of seconds of CPU in all) that a task is surely caught running.
+# Enough work per task (seconds of CPU each) that the task outlives many of the killer's polls.
 SETTINGS = PostprocessSection(budgets=(4, 16, "full"), table_samples_per_step=48, table_ranges=2, steps_per_call=8,
                               max_images=120, orders_per_image=2, sample_grid=4)
+POLL_S = 0.02  # the killer's pace: a task runs for far longer than this
+STATE_TIMEOUT_S = 300.0  # a safety net for the state API to catch up, not a timing that matters
 
 
-def _kill_running(name: str, killed: list, stop: threading.Event) -> None:
-    """Until `stop`: SIGKILL the worker process of each first attempt of task `name` seen running,
-    and note its pid. The state API reports with a delay, so a task seen running may have just
-    finished: killing every one seen makes sure running ones are hit. Retries are left alone."""
-    seen: set[str] = set()
+def _title(pid: int) -> str:
+    """The process's name as it shows it (Ray workers rename themselves), or "" once it is gone."""
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace").strip()
+    return ""
+
+
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the process name: [state, parent pid, ...]; [] once it is gone."""
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return []
+
+
+def _descends_from(pid: int, ancestor: int) -> bool:
+    while pid > 1 and pid != ancestor:
+        stat = _stat(pid)
+        pid = int(stat[1]) if stat else 0
+    return pid == ancestor
+
+
+def _kill_one_running(name: str, killed: list[int], stop: threading.Event) -> None:
+    """Until `stop`, or until one is killed: SIGKILL the worker process of a task `name` caught
+    running in this test's Ray cluster, and note its pid. A process titled `ray::<name>` is stopped
+    first and killed only if its title still says so once it has stopped, i.e. if it is still inside
+    the task."""
+    title = f"ray::{name}"
     while not stop.is_set():
-        for task in list_tasks(filters=[("name", "=", name), ("state", "=", "RUNNING")], limit=100):
-            if task.attempt_number == 0 and task.worker_pid and task.task_id not in seen:
-                seen.add(task.task_id)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(task.worker_pid, signal.SIGKILL)
-                killed.append(task.worker_pid)
-        time.sleep(0.05)
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or _title(int(entry.name)) != title:
+                continue
+            pid = int(entry.name)
+            if not _descends_from(pid, os.getpid()):
+                continue  # another test run's Ray on this machine
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+                while _stat(pid)[:1] in (["R"], ["S"], ["D"]):
+                    pass  # the stop takes effect within microseconds (after a disk wait, at most)
+                if _title(pid) == title:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    return
+                os.kill(pid, signal.SIGCONT)  # it finished its task just before the stop: leave it
+        stop.wait(POLL_S)
 
 
-def _attempts(name: str, since_ms: float, timeout: float = 30.0) -> list:
-    """Every attempt of the tasks called `name` created after `since_ms`, once the state API has
-    caught up (its task events arrive with a delay): until each of them finished, or `timeout`."""
-    deadline = time.time() + timeout
+def _attempts(name: str, since_ms: float, lost_pid: int) -> tuple[list, set[str]]:
+    """(every attempt of the tasks called `name` created after `since_ms`, the ids of the tasks whose
+    attempt the worker `lost_pid` was running), once the state API has caught up (its events arrive
+    with a delay): the lost attempt is listed and every task has finished; or after STATE_TIMEOUT_S.
+
+    A worker killed this early may not have reported its pid with the attempt: the attempt is found
+    by the worker's id, which Ray's worker table gives for the pid."""
+    deadline = time.monotonic() + STATE_TIMEOUT_S
     while True:
+        workers = {w.worker_id for w in list_workers(filters=[("pid", "=", str(lost_pid))], detail=True)}
         attempts = [a for a in list_tasks(filters=[("name", "=", name)], limit=1000, detail=True)
                     if (a.creation_time_ms or 0) >= since_ms]
+        lost = {a.task_id for a in attempts if a.state == "FAILED" and a.worker_id in workers}
         finished = {a.task_id for a in attempts if a.state == "FINISHED"}
-        if (attempts and finished == {a.task_id for a in attempts}) or time.time() > deadline:
-            return attempts
+        if (lost and finished == {a.task_id for a in attempts}) or time.monotonic() > deadline:
+            return attempts, lost
         time.sleep(0.5)
 
 
@@ -67,7 +113,7 @@ def undisturbed(ray_cluster, trained_digits, tmp_path_factory):
 def test_a_killed_task_is_retried_and_changes_no_number(undisturbed, task, tmp_path):
     ckpt, expected = undisturbed
     killed, stop = [], threading.Event()
-    killer = threading.Thread(target=_kill_running, args=(task, killed, stop))
+    killer = threading.Thread(target=_kill_one_running, args=(task, killed, stop))
     since_ms = time.time() * 1000
     killer.start()
     try:
@@ -76,9 +122,8 @@ def test_a_killed_task_is_retried_and_changes_no_number(undisturbed, task, tmp_p
         stop.set()
         killer.join()
     assert killed, f"no {task} task was seen running"
-    attempts = _attempts(task, since_ms)
-    lost = {a.task_id for a in attempts if a.state == "FAILED" and a.worker_pid in killed}
-    assert lost, f"no running {task} task was hit: {[(a.attempt_number, a.state) for a in attempts]}"
+    attempts, lost = _attempts(task, since_ms, killed[0])
+    assert lost, f"no running {task} task was hit: {[(a.attempt_number, a.state, a.worker_id) for a in attempts]}"
     for task_id in lost:
         assert any(a.task_id == task_id and a.state == "FINISHED" for a in attempts), "a lost task was not retried"
     assert result.metrics == expected

@@ -4,6 +4,11 @@ Training must not notice: tracking calls return at once and wait in the sweep's 
 warning, and reach the server with their original steps and timestamps when it is back (delivered
 by the tracker itself, or by `ardm sync` when the run's processes ended before the server returned).
 The server at start being unreachable is the other half of this fault: tests/test_sweep.py.
+
+Nothing here is timed or slept: "returns at once" is checked as what makes it true (during an outage
+a call makes at most one fail-fast request, 1 + FAIL_FAST_RETRIES connection attempts each with
+FAIL_FAST_TIMEOUT_S, and none within the retry interval), and the tracker's clock for its retry
+interval is moved by hand. The timings are in bench/tracking_check.py.
 """
 
 from __future__ import annotations
@@ -16,20 +21,25 @@ import warnings
 from argparse import Namespace
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import mlflow
 import pytest
 
+import orchestrator.tracking
 from ardm.config import build
 from orchestrator.config import SweepConfig
-from orchestrator.outbox import Outbox
+from orchestrator.outbox import FAIL_FAST_RETRIES, FAIL_FAST_TIMEOUT_S, Outbox
 from orchestrator.sync import run_sync, sweep_outbox
 from orchestrator.tracking import FAILURE_REASON_TAG, SweepTracker
 from orchestrator.worker import _MetricsToMlflow
 
+from connections import connection_attempts
 from mlflow_server import MlflowServer
 
-QUICK_S = 3.0  # a tracking call during an outage must return this fast (MLflow alone would retry for minutes)
+# What a call that tries the dead server costs: one request, retried FAIL_FAST_RETRIES times (MLflow alone would
+# retry 7 times with backoff, for minutes).
+FAIL_FAST_ATTEMPTS = 1 + FAIL_FAST_RETRIES
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +63,30 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+class Clock:
+    """The trackers' time.monotonic (their retry interval), moved only by `advance`."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """Stands still unless the test moves it; timestamps (time.time) stay real."""
+    clock = Clock()
+    monkeypatch.setattr(orchestrator.tracking, "time", SimpleNamespace(time=time.time, monotonic=clock))
+    return clock
+
+
 def test_outage_mid_run_keeps_calls_and_delivers_them_when_the_server_returns(
-    up: MlflowServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    up: MlflowServer, tmp_path: Path, caplog: pytest.LogCaptureFixture, clock: Clock,
+    monkeypatch: pytest.MonkeyPatch
 ) -> None:
     outbox = tmp_path / "outbox"
     tracker = SweepTracker(up.uri, "outage", outbox=outbox, retry_interval=0.5)
@@ -63,12 +95,17 @@ def test_outage_mid_run_keeps_calls_and_delivers_them_when_the_server_returns(
 
     up.kill()
     killed_at = _now_ms()
+    attempts = connection_attempts(monkeypatch, up.port)
+    tried = []  # connection attempts of each call
     with caplog.at_level(logging.WARNING, logger="orchestrator.tracking"):
         for step in range(1, 6):
-            start = time.monotonic()
+            before = len(attempts)
             tracker.log_metrics(run, {"loss": 1.0 / (step + 1)}, step=step)
-            assert time.monotonic() - start < QUICK_S
-            time.sleep(0.2)  # some calls fall in the retry interval, some try the dead server again
+            tried.append(len(attempts) - before)
+            clock.advance(0.2)  # some calls fall in the retry interval, some try the dead server again
+        # At 0.0 s and 0.6 s the server is tried (and fails fast); at 0.2, 0.4 and 0.8 s it is not.
+        assert tried == [FAIL_FAST_ATTEMPTS, 0, 0, FAIL_FAST_ATTEMPTS, 0]
+        assert {a.timeout for a in attempts} == {FAIL_FAST_TIMEOUT_S}
         tracker.set_tags(run, {"ardm.note": "kept"})
         assert not tracker.flush()  # what the sweep does at its end: the calls stay kept
     # One warning per outage (urllib3 also logs its retry of the refused connection, which no handler shows).
@@ -80,7 +117,7 @@ def test_outage_mid_run_keeps_calls_and_delivers_them_when_the_server_returns(
 
     up.start()
     restarted_at = _now_ms()
-    time.sleep(0.5)  # the retry interval: the tracker tries the server again on its next call
+    clock.advance(tracker.retry_interval)  # the tracker tries the server again on its next call
     tracker.log_metrics(run, {"loss": 0.1}, step=6)
     assert Outbox(outbox).runs() == []  # delivered, the file removed
 
@@ -94,7 +131,7 @@ def test_outage_mid_run_keeps_calls_and_delivers_them_when_the_server_returns(
 
 
 def test_ardm_sync_delivers_what_the_workers_kept_when_the_server_did_not_return(
-    up: MlflowServer, tmp_path: Path, capsys: pytest.CaptureFixture
+    up: MlflowServer, tmp_path: Path, capsys: pytest.CaptureFixture, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     outbox = tmp_path / "outbox"
     tracker = SweepTracker(up.uri, "outage", outbox=outbox)
@@ -103,12 +140,17 @@ def test_ardm_sync_delivers_what_the_workers_kept_when_the_server_did_not_return
     to_mlflow({"train_bpd": 3.0}, 0)
 
     up.kill()
+    attempts = connection_attempts(monkeypatch, up.port)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the worker must keep its metrics, not warn and drop them
+        tried = []
         for step in range(1, 4):
-            start = time.monotonic()
+            before = len(attempts)
             to_mlflow({"train_bpd": 3.0 - step / 10, "grad_norm": float(step)}, step)
-            assert time.monotonic() - start < QUICK_S
+            tried.append(len(attempts) - before)
+        # The clock stands still: only the first call tries the server, the others are within the retry interval.
+        assert tried == [FAIL_FAST_ATTEMPTS, 0, 0]
+        assert {a.timeout for a in attempts} == {FAIL_FAST_TIMEOUT_S}
     assert not to_mlflow.warned
     checkpoint = tmp_path / "scratch" / "checkpoint.pt"
     checkpoint.parent.mkdir()
