@@ -23,7 +23,7 @@ import numpy as np
 
 from ardm.budgets import POLICIES, parse_budget, resolve_budgets
 from ardm.checkpoint import check_data_fits, load_checkpoint, load_model
-from ardm.compression import CompressionError, budget_policy, choose_order, compress, decode_container, read_container
+from ardm.compression import CompressionError, budget_policy, choose_order, compress, decode_container
 from ardm.compression.files import is_image_file, read_images, write_images
 from ardm.config import ConfigError
 from ardm.data import DataError, load_dataset
@@ -136,8 +136,8 @@ def cmd_compress(args: argparse.Namespace) -> None:
     c, h, w = model.spec.shape
     print(f"{what}: {len(images)} image(s) of {c}x{h}x{w}, budget {result.header.budget} calls ({args.policy}), "
           f"order seed {seed}")
-    print(f"  payload {result.bpd:.4f} bpd (model NLL {result.nll_bpd:.4f} bpd), file {len(result.data)} bytes "
-          f"= {result.file_bpd:.4f} bpd -> {args.output} ({seconds:.1f} s)")
+    print(f"  payload {result.payload_bytes} bytes = {result.bpd:.4f} bpd (model NLL {result.nll_bpd:.4f} bpd), "
+          f"file {len(result.data)} bytes = {result.file_bpd:.4f} bpd -> {args.output} ({seconds:.1f} s)")
 
 
 def cmd_decompress(args: argparse.Namespace) -> None:
@@ -148,8 +148,7 @@ def cmd_decompress(args: argparse.Namespace) -> None:
     data = path.read_bytes()
     started = time.perf_counter()
     try:
-        header, streams = read_container(data)
-        images = decode_container(model, header, streams)
+        header, images = decode_container(model, data)
     except CompressionError as err:
         raise CompressionError(f"{path}: {err}") from err
     seconds = time.perf_counter() - started

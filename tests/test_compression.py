@@ -4,6 +4,7 @@ errors, the order search, and the compress / decompress commands."""
 import argparse
 import dataclasses
 import math
+import zlib
 
 import numpy as np
 import pytest
@@ -18,12 +19,13 @@ from ardm.compression import (
     compress,
     compressed_bpd,
     decompress,
+    fingerprint,
     fixed_orders,
     policy_nll_bits,
     read_container,
     write_container,
 )
-from ardm.compression.coder import FAMILY, AnsCoder, deterministic_torch, known_chunks
+from ardm.compression.coder import FAMILY, AnsCoder, decode_batch, deterministic_torch, known_chunks
 from ardm.config import ConfigError
 from ardm.data import DataError, load_dataset
 from ardm.model import ModelSpec, build_ardm
@@ -166,40 +168,117 @@ def coded():
 
 def test_wrong_model_is_refused(coded):
     _, _, result = coded
-    with pytest.raises(CompressionError, match="compressed with model"):
-        decompress(tiny_ardm(10, 3, "data", shape=(1, 2, 2), seed=1), result.data)
+    for other in (tiny_ardm(10, 3, "data", shape=(1, 2, 2), seed=1), tiny_ardm(16, 16, "data", shape=(1, 2, 3))):
+        with pytest.raises(CompressionError, match="compressed with model"):
+            decompress(other, result.data)
 
 
-def test_truncated_and_corrupted_files_are_refused(coded):
+def refused(model, data: bytes) -> str:
+    """The one-line CompressionError message of decoding data (never pixels)."""
+    with pytest.raises(CompressionError) as err:
+        decompress(model, data)
+    assert "\n" not in str(err.value)
+    return str(err.value)
+
+
+def test_every_truncation_is_refused(coded):
     model, _, result = coded
     data = result.data
-    for cut in (0, 5, 8, 13, 20, len(data) - 5, len(data) - 1):
-        with pytest.raises(CompressionError, match="truncated"):
-            decompress(model, data[:cut])
-    with pytest.raises(CompressionError, match="trailing"):
-        decompress(model, data + b"\0")
-    for position in (20, len(data) - 12, len(data) - 2):  # header, payload, checksum
-        corrupted = bytearray(data)
-        corrupted[position] ^= 0x10
-        with pytest.raises(CompressionError, match="corrupted"):
-            decompress(model, bytes(corrupted))
-    with pytest.raises(CompressionError, match="signature"):
-        decompress(model, b"GIF89a" + data[6:])
-    with pytest.raises(CompressionError, match="version"):
-        decompress(model, data[:8] + b"\x02\x00" + data[10:])
+    header_end = len(data) - result.payload_bytes - 4
+    for cut in range(len(data)):
+        message = refused(model, data[:cut])
+        # Within the header, or off a word boundary, the cut is named; a payload cut at a word
+        # boundary looks like a shorter last stream, which the checksum (or the decoder) refuses.
+        if cut < header_end or (len(data) - cut) % 4:
+            assert "truncated" in message, (cut, message)
+    assert "corrupted" in refused(model, data + b"\0")
+    assert "corrupted" in refused(model, data + b"\0" * 4)
+
+
+# Every header field: calls per stage and starts listed (3, 2, 1 calls), or only the starts.
+@pytest.mark.parametrize(("num_images", "flips", "policy"), [
+    (1, (0x01, 0x10, 0x80, 0xFF), [[0, 2, 3], [0, 3], [0]]), (3, (0xFF,), [[0, 2, 3], [0, 3], [0, 3]])])
+def test_every_corrupted_byte_is_refused(coded, num_images, flips, policy):
+    model, images, _ = coded
+    data = compress(model, images[:num_images], policy, order_seed=2, batch_size=2).data
+    assert np.array_equal(decompress(model, data), images[:num_images])
+    for position in range(len(data)):
+        for flip in flips:
+            corrupted = bytearray(data)
+            corrupted[position] ^= flip
+            message = refused(model, bytes(corrupted))
+            if position >= 7:  # past magic, version and model fingerprint
+                assert "corrupted" in message or "truncated" in message, (position, flip, message)
+    assert "signature" in refused(model, b"GIF89a" + data[6:])
+    assert "version 3" in refused(model, data[:2] + b"\x03" + data[3:])
+    version_1 = b"\x89ARDMZ\r\n\x01\x00\x10\x00\x00\x00" + bytes(40)
+    assert "format version 1" in refused(model, version_1)
 
 
 def test_consistent_but_wrong_contents_never_decode_to_wrong_pixels(coded):
-    """Files with a valid CRC that still lie (another order, altered words): an error, not pixels."""
-    model, _, result = coded
-    header, streams = read_container(result.data)
+    """Files with a valid CRC that still lie (another order or policy, altered words, other images
+    checksummed): an error, not pixels."""
+    model, images, result = coded
+    d = model.num_variables
+    container = read_container(result.data, fingerprint(model), model.num_stages, d)
+    header, streams = container.header, container.streams
+    assert header == result.header and [len(s) for s in streams] == list(header.words)
     altered = [s.copy() for s in streams]
     altered[0][0] ^= 1 << 7
-    for lie in (write_container(dataclasses.replace(header, order_seed=5), streams),
-                write_container(header, altered),
-                write_container(dataclasses.replace(header, image_digest="0" * 16), streams)):
-        with pytest.raises(CompressionError):
-            decompress(model, lie)
+    other_policy = ((0, 1), (0, 3), (0, 2))  # the same budget, listed instead of naive
+    for lie in (write_container(dataclasses.replace(header, order_seed=5), streams, images, d),
+                write_container(dataclasses.replace(header, policy=other_policy), streams, images, d),
+                write_container(header, altered, images, d),
+                write_container(header, streams, (images + 1) % 10, d)):
+        refused(model, lie)
+
+
+def varint_size(value: int) -> int:
+    return max(1, math.ceil(value.bit_length() / 7))
+
+
+def policy_rank_size(policy, d: int) -> int:
+    """Bytes of a listed policy: log2 of the number of policies with these calls per stage."""
+    return math.ceil(math.log2(math.prod(math.comb(d - 1, len(starts) - 1) for starts in policy)) / 8)
+
+
+def test_one_image_costs_its_payload_plus_at_most_24_bytes(trained_digits):
+    """magic 2, version 1, fingerprint 4, flags, seed, threads and budget 1 each, CRC32 4: 15 bytes,
+    plus the rank of a policy that is not the budget's naive one."""
+    oa, test_images = trained_digits
+    upscale = unet_model((1, 4, 4), 17, 4)  # S = 3 stages
+    upscale_image = np.random.default_rng(0).integers(0, 17, (1, 1, 4, 4)).astype(np.uint8)
+    for model, image, budgets in ((oa, test_images[:1], [1, 8, 20, 64]), (upscale, upscale_image, [3, 12, 48])):
+        s, d = model.num_stages, model.num_variables
+        table = np.tile(np.linspace(4, 0.5, d), (s, 1)) * np.random.default_rng(1).uniform(0.9, 1.1, (s, d))
+        for budget in budgets:
+            for name in ("naive", "optimal"):
+                policy = budget_policy(budget, s, d, name, table)
+                result = compress(model, image, policy, order_seed=4, num_threads=1)
+                overhead = len(result.data) - result.payload_bytes
+                listed = policy != budget_policy(budget, s, d, "naive")
+                assert overhead == 15 + (policy_rank_size(policy, d) if listed else 0), (budget, name)
+                assert overhead <= 24 and 8 * len(result.data) == pytest.approx(result.file_bpd * d)
+                assert result.payload_bytes == 4 * result.header.words[0]
+                assert np.array_equal(decompress(model, result.data), image)
+
+
+def test_batches_keep_a_per_image_index(coded):
+    """A batch stores N, its batching and each stream's length but the last (implied by the file
+    length); with one image per batch, any image decodes from its own stream alone."""
+    model, images, _ = coded
+    s, d = model.num_stages, model.num_variables
+    result = compress(model, images, budget_policy(6, s, d, "naive"), order_seed=2, batch_size=1)
+    header = result.header
+    lengths = sum(varint_size(v) for v in (len(images), 1, *header.words[:-1]))
+    assert len(result.data) == result.payload_bytes + 15 + lengths
+    container = read_container(result.data, fingerprint(model), s, d)
+    assert container.header == header and [len(w) for w in container.streams] == list(header.words)
+    orders = torch.from_numpy(fixed_orders(2, s, d))
+    with deterministic_torch(header.num_threads):
+        third = decode_batch(model, container.streams[2:3], orders, header.starts)
+    assert np.array_equal(third.numpy(), images[2:3])
+    assert zlib.crc32(images.tobytes(), container.file_crc) == container.crc
 
 
 def test_images_that_do_not_fit_the_model_are_refused(coded):

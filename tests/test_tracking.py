@@ -6,6 +6,7 @@ import json
 import logging
 import pickle
 import socket
+import time
 from pathlib import Path
 
 import mlflow

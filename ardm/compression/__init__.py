@@ -9,16 +9,27 @@ log-likelihood under that order and policy plus a few bits.
     seed = choose_order(model, train_images[:64], policy).seed
     result = compress(model, images, policy, seed)      # result.data: the file bytes; result.bpd
     images_again = decompress(model, result.data)       # bit-exact, or CompressionError
+
+A file (ardm.compression.container) stores only what the checkpoint does not give: for one image
+the payload plus about 15 bytes, plus a few bytes for a policy the decoder cannot re-derive.
 """
 
-from ardm.compression.codec import CompressionResult, compress, compressed_bpd, decode_container, decompress
-from ardm.compression.container import CompressionError, Header, read_container, write_container
+from ardm.compression.codec import (
+    CompressionResult,
+    compress,
+    compressed_bpd,
+    decode_container,
+    decompress,
+    fingerprint,
+)
+from ardm.compression.container import CompressionError, Container, Header, read_container, write_container
 from ardm.compression.orders import OrderChoice, choose_order, fixed_orders, policy_nll_bits
 from ardm.compression.policies import budget_policy
 
 __all__ = [
     "CompressionError",
     "CompressionResult",
+    "Container",
     "Header",
     "OrderChoice",
     "budget_policy",
@@ -27,6 +38,7 @@ __all__ = [
     "compressed_bpd",
     "decode_container",
     "decompress",
+    "fingerprint",
     "fixed_orders",
     "policy_nll_bits",
     "read_container",

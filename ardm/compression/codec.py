@@ -1,7 +1,8 @@
 """Compress images into the container format with an ARDM, and decompress them bit-exactly.
 
 Sizes are reported per image as the rANS payload (whole 32-bit words), and per file including
-the header; bits per dimension (bpd) divide by D = C*H*W variables per image.
+the header and checksum (for one image: payload plus 15 bytes plus the policy's rank, see
+ardm.compression.container); bits per dimension (bpd) divide by D = C*H*W variables per image.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from torch import nn
 
 from ardm.compression.coder import decode_batch, deterministic_torch, encode_batch
 from ardm.compression.container import (
+    MAX_THREADS,
     CompressionError,
+    Container,
     Header,
-    chunk_sizes,
-    image_digest,
     read_container,
     write_container,
 )
@@ -32,20 +33,21 @@ from ardm.tables import model_identity
 class CompressionResult:
     """A compressed file and its sizes.
 
-    data: the file bytes; header: its parsed header; image_bits: int64 (N,) payload bits of each
-    image (32 per rANS word); nll_bits: float64 (N,) each image's -log2 p under the coded
-    probabilities (the ideal size the payload tracks).
+    data: the file bytes; header: its header; image_bits: int64 (N,) payload bits of each image
+    (32 per rANS word); nll_bits: float64 (N,) each image's -log2 p under the coded probabilities
+    (the ideal size the payload tracks); num_dims: D = C*H*W variables per image.
     """
 
     data: bytes
     header: Header
     image_bits: np.ndarray
     nll_bits: np.ndarray
+    num_dims: int
 
     @property
-    def num_dims(self) -> int:
-        """D = C*H*W variables per image."""
-        return int(np.prod(self.header.shape))
+    def payload_bytes(self) -> int:
+        """Bytes of all the images' rANS streams (the file adds its header and checksum)."""
+        return int(self.image_bits.sum()) // 8
 
     @property
     def bpd(self) -> float:
@@ -88,15 +90,18 @@ def compress(
     policy (chunk starts per stage; its budget is the number of network calls per image).
 
     Images are coded `batch_size` at a time, with `num_threads` torch CPU threads (default: the
-    current count); both go into the header so that the decoder batches and threads alike.
-    layout is stored for the caller (see Header).
+    current count, at most MAX_THREADS); both go into the header so that the decoder batches and
+    threads alike. layout is stored for the caller (see Header). ValueError for a negative seed,
+    a batch_size below 1 or a thread count outside 1..MAX_THREADS.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if batch_size < 1 or order_seed < 0:
+        raise ValueError(f"batch_size must be >= 1 and order_seed >= 0, got {batch_size} and {order_seed}")
     core = unwrap(model)
     images = _check_images(images, core.spec.shape, core.spec.num_classes)
     policy = check_stage_policies(policy, core.num_stages, core.num_variables)
-    num_threads = num_threads or torch.get_num_threads()
+    num_threads = num_threads or min(torch.get_num_threads(), MAX_THREADS)
+    if not 1 <= num_threads <= MAX_THREADS:
+        raise ValueError(f"num_threads must lie in 1..{MAX_THREADS}, got {num_threads}")
     device = next(model.parameters()).device
     orders = torch.from_numpy(fixed_orders(order_seed, core.num_stages, core.num_variables)).to(device)
     was_training = model.training
@@ -110,29 +115,46 @@ def compress(
             bits.append(batch_bits)
     model.train(was_training)
     header = Header(
-        model=model_identity(model), shape=core.spec.shape, num_classes=core.spec.num_classes,
-        branching=core.upscaler.branching, order_seed=int(order_seed), policy=chunk_sizes(policy, core.num_variables),
-        budget=sum(len(starts) for starts in policy), batch_size=batch_size, num_threads=num_threads,
-        words=tuple(len(s) for s in streams), image_digest=image_digest(images), layout=layout,
-        torch=torch.__version__, device=device.type,
+        model=fingerprint(model), layout=layout, order_seed=int(order_seed), num_threads=num_threads,
+        policy=tuple(tuple(starts) for starts in policy), batch_size=min(batch_size, len(images)),
+        words=tuple(len(s) for s in streams),
     )
     return CompressionResult(
-        data=write_container(header, streams), header=header,
+        data=write_container(header, streams, images, core.num_variables), header=header,
         image_bits=32 * np.array(header.words, dtype=np.int64), nll_bits=np.concatenate(bits),
+        num_dims=core.num_variables,
     )
+
+
+def fingerprint(model: nn.Module) -> str:
+    """The 4-byte model fingerprint a file stores: the first 8 hex digits of ardm.tables.model_identity."""
+    return model_identity(model)[:8]
+
+
+def decode_container(model: nn.Module, data: bytes) -> tuple[Header, np.ndarray]:
+    """Decode file bytes written by `compress` with the model: (header, uint8 images (N, C, H, W)).
+
+    Raises CompressionError for another model, a truncated or corrupted file, or decoded images
+    that fail the file's checksum (also what this machine's probabilities differing from the
+    encoder's looks like); never returns wrong pixels.
+    """
+    core = unwrap(model)
+    container = read_container(data, fingerprint(model), core.num_stages, core.num_variables)
+    images = _decode(model, container)
+    if not container.matches(images):
+        device = next(model.parameters()).device.type
+        raise CompressionError(
+            f"checksum mismatch: the file is corrupted or truncated, or the probabilities differ from the encoder's "
+            f"(another torch build or device; decoding with torch {torch.__version__} on {device})"
+        )
+    return container.header, images
 
 
 @torch.no_grad()
-def decode_container(model: nn.Module, header: Header, streams: Sequence[np.ndarray]) -> np.ndarray:
-    """Decode a parsed container (read_container) with the model: uint8 (N, C, H, W).
-
-    Raises CompressionError for another model, or when the decoded images fail the header's
-    checksum (this machine's probabilities differ from the encoder's); never returns wrong pixels.
-    """
+def _decode(model: nn.Module, container: Container) -> np.ndarray:
+    """The images a parsed container's streams decode to (checked by the caller)."""
     core = unwrap(model)
-    identity = model_identity(model)
-    if header.model != identity:
-        raise CompressionError(f"compressed with model {header.model}, but this model is {identity}")
+    header, streams = container.header, container.streams
     device = next(model.parameters()).device
     orders = torch.from_numpy(fixed_orders(header.order_seed, core.num_stages, core.num_variables)).to(device)
     was_training = model.training
@@ -142,18 +164,12 @@ def decode_container(model: nn.Module, header: Header, streams: Sequence[np.ndar
         for lo in range(0, header.num_images, header.batch_size):
             out.append(decode_batch(model, streams[lo : lo + header.batch_size], orders, header.starts).cpu())
     model.train(was_training)
-    images = torch.cat(out).numpy().astype(np.uint8)
-    if image_digest(images) != header.image_digest:
-        raise CompressionError(
-            f"decoded images fail their checksum: the probabilities differ from the encoder's (encoded with torch "
-            f"{header.torch} on {header.device}, decoding with torch {torch.__version__} on {device.type})"
-        )
-    return images
+    return torch.cat(out).numpy().astype(np.uint8)
 
 
 def decompress(model: nn.Module, data: bytes) -> np.ndarray:
     """Decode file bytes written by `compress`: uint8 (N, C, H, W), bit-exact, or CompressionError."""
-    return decode_container(model, *read_container(data))
+    return decode_container(model, data)[1]
 
 
 def compressed_bpd(

@@ -1,35 +1,69 @@
-"""The compressed-file format: a self-describing header, the rANS payload and a checksum.
+"""The compressed-file format, version 2: a few header bytes, the rANS payload and a CRC32.
 
-Layout (all integers little-endian):
+Nothing the decoder can take from the checkpoint is stored: the image shape, K, the branching
+factor and the number of stages S and of variables D come from the model, which the file names
+by a 4-byte fingerprint. What is stored is what the encoder chose: the order seed, the torch
+thread count, the budget and policy, the images' layout and, for a batch, its batching and where
+each image's stream starts. Integers are unsigned LEB128 varints (7 bits a byte).
 
-    offset      size     field
-    0           8        magic b"\\x89ARDMZ\\r\\n" (the high byte and CR LF catch 7-bit and text-mode mangling)
-    8           2        format version (uint16), VERSION
-    10          4        header length H in bytes (uint32)
-    14          H        header: zlib-compressed UTF-8 JSON, the fields of `Header`
-    14 + H      4 * W    payload: W = sum(header.words) uint32 words, one rANS stream per image, in order
-    end - 4     4        CRC32 of every byte before it (uint32)
+    size          field
+    2             magic b"\\x89A" (the high byte catches 7-bit mangling)
+    1             format version, VERSION
+    4             model fingerprint: the first 4 bytes of the model's identity hash (ardm.tables.model_identity)
+    varint        flags: the layout's index in LAYOUTS (bits 0-2), a batch (bit 3), calls per stage
+                  listed (bit 4), policy listed (bit 5)
+    varint        order seed (ardm.compression.orders.fixed_orders)
+    varint        torch CPU threads while coding
+    varint        budget B: network calls per image
+    S varints     calls per stage, if listed (else B split evenly, as the "naive" and "optimal" policies do)
+    R bytes       the policy's rank, if listed (else the naive policy of those calls, evenly spaced chunks)
+    varint        N images, in a batch (else 1)
+    varint        images per batch of network calls, in a batch (else 1)
+    N-1 varints   uint32 words of each image's rANS stream but the last, in a batch; the last takes the rest
+    4 * W         payload: the N streams of uint32 words, little-endian, in order
+    4             CRC32 of every byte before it, continued over the decoded images
+
+The policy. The decoder re-derives the naive policy from the budget. The optimal policies come
+from a step table estimated on training data, which the decoder does not have, so they are
+listed: a stage of k calls has chunk starts 0 = s_0 < s_1 < ... < s_{k-1} < D, one of
+C(D-1, k-1) subsets, stored as its rank in the combinatorial number system; the stages' ranks
+make one mixed-radix integer of R = ceil(log2(prod_j C(D-1, k_j-1)) / 8) bytes, the least a list
+of chunk starts takes without a model of it (R = 0 for budgets S and S*D; 4 bytes for 8 calls
+over D = 64; 11 bytes for 20 calls over D = 192).
+
+So one image costs its payload plus 15 bytes (seed, thread count and budget below 128) plus R.
+
+The check. The CRC32 runs over the file and on over the decoded images (uint8 (N, C, H, W), C
+order), and the decoder returns pixels only when it matches. It thus catches corruption and
+truncation (a file cut at a word boundary just looks like a shorter last stream) as well as a
+decoder whose probabilities differ from the encoder's, which version 1 caught with a separate
+64-bit image digest: a wrong decode now goes unnoticed with probability 2^-32 instead of 2^-64.
 
 Reading checks, in this order, and raises CompressionError with one line for the first failure:
-magic, version, header, file length (truncated or trailing bytes), CRC32. What the header says
-about the model and the decoded images (model identity, image digest) is checked by the decoder.
+signature, version, model fingerprint, header fields, payload length; the decoder then checks
+the CRC32 (`Container.matches`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import struct
 import zlib
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-MAGIC = b"\x89ARDMZ\r\n"
-VERSION = 1
-_PREFIX = struct.Struct("<8sHI")  # magic, version, header length
-_CRC = struct.Struct("<I")
+from ardm.budgets import split_evenly
+from ardm.parallel import naive_policy
+
+MAGIC = b"\x89A"
+VERSION = 2
+_V1_MAGIC = b"\x89ARDMZ"  # version 1 had an 8-byte magic and a uint16 version
+LAYOUTS = ("nchw", "chw", "hwc", "hw", "nhwc", "png")  # stored as an index: append only, never reorder
+MAX_THREADS = 1024
+_BATCH, _COUNTS, _LISTED = 1 << 3, 1 << 4, 1 << 5
+_MAX_VARINT_BYTES = 10  # 70 bits: far above any real seed, budget or length
+_CRC_SIZE = 4
 
 
 class CompressionError(ValueError):
@@ -39,111 +73,206 @@ class CompressionError(ValueError):
 
 @dataclass(frozen=True)
 class Header:
-    """Everything the decoder needs besides the model's weights.
+    """What a file stores besides the payload (the model gives the rest, see the module docstring).
 
-    model: identity hash of the model (ardm.tables.model_identity); shape: (C, H, W) of one image;
-    num_classes: K; branching: b actually used (min(b, K)); order_seed: seed of the fixed generation
-    order of every stage (ardm.compression.orders.fixed_orders); policy: per stage, the chunk sizes
-    (network call i of the stage generates policy[s][i] variables; each row sums to D); budget:
-    total network calls (sum of the row lengths); batch_size: images per batch of network calls (the
-    decoder must batch the same way to get bit-identical probabilities); num_threads: torch CPU
-    threads during coding; words: uint32 words of each image's rANS stream; image_digest: first 16
-    hex digits of the sha256 of the uint8 images (N, C, H, W) in C order; layout: how the images
-    were given ("nchw", "chw", "hwc", "hw", "nhwc" or "png"), so the decoder can write them back alike;
-    torch, device: the torch version and device type that encoded (named in checksum errors).
+    model: the model's fingerprint, 8 hex digits (the start of ardm.tables.model_identity); layout:
+    how the images were given (one of LAYOUTS), so the decoder can write them back alike;
+    order_seed: seed of the fixed generation order of every stage; num_threads: torch CPU threads
+    while coding; policy: chunk starts per stage (network call i of stage j starts at step
+    policy[j][i]); batch_size: images per batch of network calls, 1..N (the decoder must batch the
+    same way to get bit-identical probabilities); words: uint32 words of each image's rANS stream.
     """
 
     model: str
-    shape: tuple[int, int, int]
-    num_classes: int
-    branching: int
-    order_seed: int
-    policy: tuple[tuple[int, ...], ...]
-    budget: int
-    batch_size: int
-    num_threads: int
-    words: tuple[int, ...]
-    image_digest: str
     layout: str
-    torch: str
-    device: str
+    order_seed: int
+    num_threads: int
+    policy: tuple[tuple[int, ...], ...]
+    batch_size: int
+    words: tuple[int, ...]
 
     @property
     def num_images(self) -> int:
         return len(self.words)
 
     @property
+    def budget(self) -> int:
+        """Network calls per image."""
+        return sum(len(starts) for starts in self.policy)
+
+    @property
     def starts(self) -> list[list[int]]:
-        """Chunk starts per stage (the form ardm.sampling and ardm.evaluate take)."""
-        return [np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int).tolist() for sizes in self.policy]
+        """Chunk starts per stage as lists (the form ardm.sampling and the coder take)."""
+        return [list(starts) for starts in self.policy]
 
 
-def chunk_sizes(starts: list[list[int]], num_variables: int) -> tuple[tuple[int, ...], ...]:
-    """Per-stage chunk sizes from per-stage chunk starts (each row sums to D); zlib packs them well."""
-    return tuple(tuple(int(v) for v in np.diff([*row, num_variables])) for row in starts)
+@dataclass(frozen=True)
+class Container:
+    """A parsed file: the header, one uint32 array per image, and its checksum, which the decoded
+    images must complete (`matches`)."""
+
+    header: Header
+    streams: list[np.ndarray]
+    file_crc: int  # CRC32 of the bytes before the stored checksum
+    crc: int  # the stored checksum
+
+    def matches(self, images: np.ndarray) -> bool:
+        """True when the decoded images complete the stored CRC32."""
+        return zlib.crc32(_image_bytes(images), self.file_crc) == self.crc
 
 
-def image_digest(images: np.ndarray) -> str:
-    """First 16 hex digits (64 bits) of the sha256 of uint8 images (N, C, H, W), C order."""
-    return hashlib.sha256(np.ascontiguousarray(images, dtype=np.uint8).tobytes()).hexdigest()[:16]
+def write_container(header: Header, streams: Sequence[np.ndarray], images: np.ndarray, num_variables: int) -> bytes:
+    """The file bytes for a header, one uint32 stream per image and the images (uint8 (N, C, H, W),
+    for the checksum) of a model with D = num_variables. ValueError for a header it cannot store."""
+    if [len(words) for words in streams] != list(header.words) or len(images) != header.num_images:
+        raise ValueError("streams or images differ from header.words")
+    if len(bytes.fromhex(header.model)) != 4:
+        raise ValueError(f"model fingerprint must be 8 hex digits, got {header.model!r}")
+    if header.layout not in LAYOUTS or not 1 <= header.num_threads <= MAX_THREADS or header.order_seed < 0:
+        raise ValueError(f"cannot store layout {header.layout!r}, {header.num_threads} threads or order seed "
+                         f"{header.order_seed}")
+    if not 1 <= header.batch_size <= header.num_images:
+        raise ValueError(f"batch_size {header.batch_size} outside 1..{header.num_images}")
+    counts = [len(starts) for starts in header.policy]
+    listed_counts = counts != split_evenly(header.budget, len(counts))
+    listed = any(list(starts) != _naive(k, num_variables) for starts, k in zip(header.policy, counts, strict=True))
+    batch = header.num_images > 1
+    flags = LAYOUTS.index(header.layout) | batch * _BATCH | listed_counts * _COUNTS | listed * _LISTED
+    out = bytearray(MAGIC + bytes([VERSION]) + bytes.fromhex(header.model))
+    for value in (flags, header.order_seed, header.num_threads, header.budget, *(counts if listed_counts else ())):
+        out += _varint(value)
+    if listed:
+        out += _policy_rank_bytes(header.policy, num_variables)
+    if batch:
+        for value in (header.num_images, header.batch_size, *header.words[:-1]):
+            out += _varint(value)
+    out += b"".join(np.asarray(words, dtype="<u4").tobytes() for words in streams)
+    return bytes(out) + zlib.crc32(_image_bytes(images), zlib.crc32(out)).to_bytes(_CRC_SIZE, "little")
 
 
-def write_container(header: Header, payload: list[np.ndarray]) -> bytes:
-    """The file bytes for a header and one uint32 stream per image (lengths must match header.words)."""
-    if [len(words) for words in payload] != list(header.words):
-        raise ValueError("payload word counts differ from header.words")
-    head = zlib.compress(json.dumps(asdict(header), separators=(",", ":")).encode(), 9)
-    body = b"".join(np.asarray(words, dtype="<u4").tobytes() for words in payload)
-    data = _PREFIX.pack(MAGIC, VERSION, len(head)) + head + body
-    return data + _CRC.pack(zlib.crc32(data))
-
-
-def read_container(data: bytes) -> tuple[Header, list[np.ndarray]]:
-    """Parse and verify file bytes: (header, one uint32 array per image). Raises CompressionError."""
+def read_container(data: bytes, model: str, num_stages: int, num_variables: int) -> Container:
+    """Parse file bytes for the model with fingerprint `model` (8 hex digits), S = num_stages and
+    D = num_variables. Raises CompressionError; the CRC32 is left to the decoder (Container.matches)."""
+    if data.startswith(_V1_MAGIC):
+        raise CompressionError(f"format version 1 (an older ardm), this code reads version {VERSION}")
     if not data.startswith(MAGIC):
         if MAGIC.startswith(data):
             raise CompressionError(f"truncated: {len(data)} bytes, not even the file signature")
         raise CompressionError("not an ARDM compressed file (bad signature)")
-    if len(data) < _PREFIX.size:
-        raise CompressionError(f"truncated: {len(data)} bytes, the prefix alone is {_PREFIX.size}")
-    _, version, head_len = _PREFIX.unpack_from(data)
+    reader = _Reader(data, len(MAGIC))
+    (version,) = reader.take(1)
     if version != VERSION:
         raise CompressionError(f"format version {version}, this code reads version {VERSION}")
-    head_end = _PREFIX.size + head_len
-    if len(data) < head_end + _CRC.size:
-        raise CompressionError(f"truncated: {len(data)} bytes, the header alone needs {head_end + _CRC.size}")
-    header = _parse_header(data[_PREFIX.size : head_end])
-    expected = head_end + 4 * sum(header.words) + _CRC.size
-    if len(data) != expected:
-        what = "truncated" if len(data) < expected else "corrupted (trailing bytes)"
-        raise CompressionError(f"{what}: {len(data)} bytes, the header announces {expected}")
-    (crc,) = _CRC.unpack_from(data, len(data) - _CRC.size)
-    if zlib.crc32(data[: -_CRC.size]) != crc:
-        raise CompressionError("corrupted: CRC32 checksum mismatch")
-    words = np.frombuffer(data, dtype="<u4", count=sum(header.words), offset=head_end).astype(np.uint32)
-    bounds = np.cumsum([0, *header.words])
-    return header, [words[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    fingerprint = reader.take(4).hex()
+    if fingerprint != model:
+        raise CompressionError(f"compressed with model {fingerprint}, but this model is {model}")
+    flags, order_seed, num_threads, budget = (reader.varint() for _ in range(4))
+    if flags >= 2 * _LISTED or flags % _BATCH >= len(LAYOUTS) or not 1 <= num_threads <= MAX_THREADS:
+        raise CompressionError("corrupted header (flags or thread count)")
+    if not num_stages <= budget <= num_stages * num_variables:
+        raise CompressionError(f"corrupted header (budget {budget} outside {num_stages}..{num_stages * num_variables})")
+    counts = [reader.varint() for _ in range(num_stages)] if flags & _COUNTS else split_evenly(budget, num_stages)
+    if sum(counts) != budget or not all(1 <= k <= num_variables for k in counts):
+        raise CompressionError("corrupted header (calls per stage)")
+    if flags & _LISTED:
+        policy = _policy_from_rank(reader, counts, num_variables)
+    else:
+        policy = [_naive(k, num_variables) for k in counts]
+    num_images, batch_size, words = 1, 1, []
+    if flags & _BATCH:
+        num_images, batch_size = reader.varint(), reader.varint()
+        if num_images < 2 or not 1 <= batch_size <= num_images:
+            raise CompressionError("corrupted header (number of images or batch size)")
+        words = [reader.varint() for _ in range(num_images - 1)]
+    payload = len(data) - reader.pos - _CRC_SIZE
+    if payload < 4 * sum(words):
+        raise CompressionError(f"truncated: {len(data)} bytes, the header announces at least "
+                               f"{reader.pos + 4 * sum(words) + _CRC_SIZE}")
+    if payload % 4:
+        raise CompressionError(f"truncated or corrupted: {len(data)} bytes, the payload is not whole 32-bit words")
+    words.append(payload // 4 - sum(words))
+    stream = np.frombuffer(data, dtype="<u4", count=payload // 4, offset=reader.pos).astype(np.uint32)
+    bounds = np.cumsum([0, *words])
+    header = Header(model=fingerprint, layout=LAYOUTS[flags % _BATCH], order_seed=order_seed, num_threads=num_threads,
+                    policy=tuple(tuple(starts) for starts in policy), batch_size=batch_size, words=tuple(words))
+    return Container(header=header, streams=[stream[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)],
+                     file_crc=zlib.crc32(data[:-_CRC_SIZE]), crc=int.from_bytes(data[-_CRC_SIZE:], "little"))
 
 
-def _parse_header(raw: bytes) -> Header:
-    """Decompress and validate the JSON header; any malformation is a CompressionError."""
-    try:
-        fields = json.loads(zlib.decompress(raw))
-        header = Header(**{
-            **fields, "shape": tuple(fields["shape"]), "words": tuple(fields["words"]),
-            "policy": tuple(tuple(row) for row in fields["policy"]),
-        })
-    except (zlib.error, ValueError, TypeError, KeyError) as err:  # JSONDecodeError is a ValueError
-        raise CompressionError(f"corrupted header ({type(err).__name__})") from err
-    ints = [header.num_classes, header.branching, header.order_seed, header.budget, header.batch_size,
-            header.num_threads, *header.shape, *header.words, *(v for row in header.policy for v in row)]
-    if (
-        not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in ints)
-        or len(header.shape) != 3
-        or min(header.shape) < 1
-        or min(header.batch_size, header.num_threads) < 1
-        or any(not row or min(row) < 1 or sum(row) != math.prod(header.shape) for row in header.policy)
-        or header.budget != sum(len(row) for row in header.policy)
-    ):
-        raise CompressionError("corrupted header (inconsistent fields)")
-    return header
+def _image_bytes(images: np.ndarray) -> bytes:
+    return np.ascontiguousarray(images, dtype=np.uint8).tobytes()
+
+
+def _naive(calls: int, num_variables: int) -> list[int]:
+    return naive_policy(num_variables, calls).starts.tolist()
+
+
+def _varint(value: int) -> bytes:
+    """Unsigned LEB128: 7 bits a byte, low bits first, the high bit set on all bytes but the last."""
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+class _Reader:
+    """Reads a header front to back; running out of bytes is a truncated file."""
+
+    def __init__(self, data: bytes, pos: int) -> None:
+        self.data, self.pos = data, pos
+
+    def take(self, size: int) -> bytes:
+        if self.pos + size > len(self.data) - _CRC_SIZE:  # the checksum must follow the header
+            raise CompressionError(f"truncated: {len(self.data)} bytes, the header is cut short")
+        self.pos += size
+        return self.data[self.pos - size : self.pos]
+
+    def varint(self) -> int:
+        value = 0
+        for shift in range(0, 7 * _MAX_VARINT_BYTES, 7):
+            (byte,) = self.take(1)
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return value
+        raise CompressionError("corrupted header (an overlong number)")
+
+
+def _radices(counts: Sequence[int], num_variables: int) -> list[int]:
+    """How many policies each stage can have: C(D-1, k-1) sets of chunk starts after step 0."""
+    return [math.comb(num_variables - 1, k - 1) for k in counts]
+
+
+def _policy_rank_bytes(policy: Sequence[Sequence[int]], num_variables: int) -> bytes:
+    """The policy's rank (little-endian, R bytes): per stage the combinatorial number system
+    sum_i C(s_i - 1, i) over starts s_1 < ... < s_{k-1}, the stages combined in mixed radix."""
+    radices = _radices([len(starts) for starts in policy], num_variables)
+    rank = 0
+    for starts, radix in zip(reversed(policy), reversed(radices), strict=True):
+        rank = rank * radix + sum(math.comb(s - 1, i) for i, s in enumerate(starts[1:], start=1))
+    return rank.to_bytes(_rank_size(radices), "little")
+
+
+def _policy_from_rank(reader: _Reader, counts: Sequence[int], num_variables: int) -> list[list[int]]:
+    """Read a policy's rank (see _policy_rank_bytes) and unrank it: chunk starts per stage."""
+    radices = _radices(counts, num_variables)
+    rank = int.from_bytes(reader.take(_rank_size(radices)), "little")
+    if rank >= math.prod(radices):
+        raise CompressionError("corrupted header (policy rank out of range)")
+    policy = []
+    for calls, radix in zip(counts, radices, strict=True):
+        rank, stage_rank = divmod(rank, radix)
+        starts, c = [], num_variables - 1
+        for i in range(calls - 1, 0, -1):  # greedy: the largest c with C(c, i) <= what is left
+            c -= 1
+            while math.comb(c, i) > stage_rank:
+                c -= 1
+            stage_rank -= math.comb(c, i)
+            starts.append(c + 1)
+        policy.append([0, *reversed(starts)])
+    return policy
+
+
+def _rank_size(radices: Sequence[int]) -> int:
+    return ((math.prod(radices) - 1).bit_length() + 7) // 8
