@@ -109,7 +109,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     from orchestrator.sweep import run_sweep  # Ray is imported only when a sweep really starts
     from orchestrator.trial import failure_reason
 
-    outcome = run_sweep(sweep, resume=args.resume)
+    outcome = run_sweep(sweep, resume=args.resume, verbose=args.verbose)
     results = outcome.results
     print(f"\nsweep {sweep.base.sweep.name!r}: {len(results)} trial(s)")
     for result in sorted(results, key=lambda r: r.path):
@@ -248,6 +248,8 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field")
     w.add_argument("--resume", action="store_true", help="continue an interrupted sweep from its storage")
     w.add_argument("--dry-run", action="store_true", help="validate and list the trials; start nothing")
+    w.add_argument("-v", "--verbose", action="store_true",
+                   help="also show the Ray workers' output (each training report, Ray's internal warnings)")
     w.set_defaults(func=cmd_sweep)
 
     pp = sub.add_parser("postprocess", help="step table, DP budgets, measured bpd and sample grids of a finished "

@@ -106,8 +106,9 @@ def _read_state(cfg: SweepConfig) -> dict:
     return json.loads(fs.open_input_file(path).read())
 
 
-def run_sweep(sweep: Sweep, resume: bool = False) -> SweepOutcome:
-    """Run (or resume) the sweep on the Ray cluster at RAY_ADDRESS, or a local one."""
+def run_sweep(sweep: Sweep, resume: bool = False, verbose: bool = False) -> SweepOutcome:
+    """Run (or resume) the sweep on the Ray cluster at RAY_ADDRESS, or a local one; `verbose` shows
+    the Ray workers' output as well (orchestrator.cluster.connect_ray)."""
     cfg = sweep.base
     uri = resolve_tracking_uri(cfg.tracking.uri)
     try:
@@ -119,7 +120,7 @@ def run_sweep(sweep: Sweep, resume: bool = False) -> SweepOutcome:
     check_budgets_fit(sweep, shape, num_classes)
     state = _read_state(cfg) if resume else {}
     data_uri = prepare_data(cfg)
-    connect_ray()
+    connect_ray(verbose)
     tracker = SweepTracker(reachable_uri(uri), cfg.experiment, outbox=sweep_outbox(cfg))
     parent_id = tracker.start_sweep(cfg.sweep.name, sweep.raw, {"ardm.sweep_file": str(sweep.path)},
                                     run_id=state.get("parent_run_id"))
