@@ -167,6 +167,7 @@ def cmd_postprocess(args: argparse.Namespace) -> int:
     print(f"step table on {settings.table_split} images; wrote {done.folder}")
     if target.run_id is not None:
         target.tracker.log_metrics(target.run_id, done.metrics)
+        target.tracker.log_curves(target.run_id, done.curves)
         target.tracker.log_artifact(target.run_id, done.folder, "postprocess")
         print(f"logged to MLflow run {target.run_id}")
     return 0

@@ -20,18 +20,18 @@ measures the new ones; other settings or another model start afresh. The curve
 (budget_bpd.parquet/.csv/.png, policies.json), the table (Parquet and CSV) and the grids are
 gathered in <out>/artifacts for MLflow.
 
-MLflow metrics of a trial (bits per dimension; k is a budget in total network calls, k / S per stage):
-    bpd_budget_<k>_predicted (+_stderr)   the DP policy's cost under the table (equal split)
-    bpd_budget_<k>_measured (+_stderr)    that policy's measured bpd on test images
-    bpd_budget_<k>_excess (+_stderr)      its excess over the every-step bpd on the same images, paired
-    bpd_budget_<k>_naive (+_stderr)       evenly spaced chunks, measured
-    bpd_budget_<k>_joint (+_stderr)       the jointly allocated DP policy, measured (S > 1 only)
-    full_elbo_bpd (+_stderr)              the every-step model from the table (on the table's images)
-    total_steps, num_stages               S*D and S
-    compressed_bpd_<k>                    with postprocess.compression.budgets: the real rANS-coded size
-                                          of test images under the optimal policy (payload bits per
-                                          dimension), beside bpd_budget_<k>_* of the same model
-    png_bpd, webp_lossless_bpd            the same images, each coded as its own PNG / WebP-lossless file
+MLflow metrics of a trial (bits per dimension), the budget curves with step = total network calls
+(orchestrator.names; MLflow's charts then draw bpd against calls, one line per trial):
+    bpd_measured      the optimal policy (the DP's, the budget split evenly over stages), measured on test images
+    bpd_predicted     its cost under the step table
+    bpd_excess        its excess over the every-step bpd on the same images (paired)
+    bpd_naive         evenly spaced chunks, measured
+    bpd_joint         the jointly allocated DP policy, measured (S > 1 only)
+    bpd_compressed    with postprocess.compression.budgets: the real rANS-coded payload of test images
+                      under the optimal policy
+and with one value: full_elbo_bpd (the table's, on its own images), total_steps (S*D), num_stages
+(S), png_bpd and webp_lossless_bpd (the compressed images as PNG / WebP-lossless files). Standard
+errors and calls per stage are in the artifact postprocess/budget_bpd.parquet.
 """
 
 from __future__ import annotations
@@ -59,25 +59,23 @@ from ardm.images import save_grid
 from ardm.sampling import sample
 from ardm.storage import filesystem, write_atomic
 from ardm.tables import model_identity
+from orchestrator import names
 from orchestrator.cluster import connect_ray
 from orchestrator.config import PostprocessSection
 from orchestrator.models import local_checkpoint
 from orchestrator.tables import OUTSIDE_TRIAL, distributed_step_table
 from orchestrator.tracking import CHECKPOINT_TAG, DATA_TAG, SweepTracker, TrackingError, check_tracking
 
-# MLflow metric suffix of each policy's measured bpd.
-MEASURED_KEY = {"optimal": "measured", "naive": "naive", "optimal-joint": "joint"}
-# MLflow metric of each classical codec's bpd on the compressed images.
-BASELINE_METRIC = {"PNG": "png_bpd", "WebP-lossless": "webp_lossless_bpd"}
-
 
 @dataclass
 class Postprocessed:
-    """curve: the budget curve; metrics: the MLflow metrics above; folder: a local folder holding
-    the artifacts to log (step_table.parquet/.csv, budget_bpd.*, policies.json, sample grids)."""
+    """curve: the budget curve; metrics: the MLflow metrics above with one value; curves: those
+    whose step is the budget in calls, {key: {calls: bpd}}; folder: a local folder holding the
+    artifacts to log (step_table.parquet/.csv, budget_bpd.*, policies.json, sample grids)."""
 
     curve: BudgetCurve
     metrics: dict[str, float]
+    curves: dict[str, dict[int, float]]
     folder: Path
 
 
@@ -198,28 +196,27 @@ def postprocess_checkpoint(
     pacsv.write_csv(table.to_arrow(), folder / "step_table.csv")
     for name in ["tables/step_table.parquet"] + [f"samples_budget_{b}.png" for b in budgets]:
         _copy_to_local(f"{work}/{name}", folder / Path(name).name)
-    metrics = curve_metrics(curve, model.num_steps, model.num_stages)
+    metrics, curves = curve_metrics(curve, model.num_steps, model.num_stages)
     for budget, done in compressed.items():
-        metrics[f"compressed_bpd_{budget}"] = done["bpd"]
-        metrics[f"compressed_order_seed_{budget}"] = float(done["order_seed"])
-        metrics |= {BASELINE_METRIC[codec]: bpd for codec, bpd in done["baselines"].items()}
+        curves[names.COMPRESSED][budget] = done["bpd"]
+        metrics |= {names.BASELINE[codec]: bpd for codec, bpd in done["baselines"].items()}
     if compressed:
         (folder / "compression.json").write_text(json.dumps(list(compressed.values())))
-    return Postprocessed(curve=curve, metrics=metrics, folder=folder)
+    return Postprocessed(curve=curve, metrics=metrics, curves=curves, folder=folder)
 
 
-def curve_metrics(curve: BudgetCurve, total_steps: int, num_stages: int) -> dict[str, float]:
-    """The MLflow metrics of a budget curve (see the module docstring)."""
-    metrics = {"full_elbo_bpd": curve.full_elbo[0], "full_elbo_stderr": curve.full_elbo[1],
-               "total_steps": float(total_steps), "num_stages": float(num_stages)}
+def curve_metrics(curve: BudgetCurve, total_steps: int, num_stages: int
+                  ) -> tuple[dict[str, float], dict[str, dict[int, float]]]:
+    """The MLflow metrics of a budget curve (see the module docstring): (one-value metrics,
+    curves {key: {calls: bpd}}); the standard errors are in the curve's table (names.CURVE_TABLE)."""
+    metrics = {"full_elbo_bpd": curve.full_elbo[0], "total_steps": float(total_steps), "num_stages": float(num_stages)}
+    curves: dict[str, dict[int, float]] = {key: {} for key in names.CURVES}
     for r in curve.rows:
-        key = f"bpd_budget_{r['budget']}_{MEASURED_KEY[r['policy']]}"
-        metrics[key], metrics[f"{key}_stderr"] = r["measured_bpd"], r["measured_stderr"]
+        curves[names.MEASURED[r["policy"]]][r["calls"]] = r["measured_bpd"]
         if r["policy"] == "optimal":
-            for kind in ("predicted", "excess"):
-                prefix = f"bpd_budget_{r['budget']}_{kind}"
-                metrics[prefix], metrics[f"{prefix}_stderr"] = r[f"{kind}_bpd"], r[f"{kind}_stderr"]
-    return metrics
+            curves[names.PREDICTED][r["calls"]] = r["predicted_bpd"]
+            curves[names.EXCESS][r["calls"]] = r["excess_bpd"]
+    return metrics, curves
 
 
 def _local_folder(out: str) -> Path:

@@ -29,16 +29,16 @@ import pyarrow.parquet as pq
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
+from orchestrator import names
 from orchestrator.findings import PAPER_CIFAR10, findings
 from orchestrator.tracking import FAILURE_REASON_TAG, ROLE_TAG, TRIAL_TAG, SweepTracker, TrackingError
 
 CONFIGURATION_TAG = "ardm.configuration"
-_BUDGET_METRIC = re.compile(r"^bpd_budget_(\d+)_(measured|naive|predicted|excess|joint)(_stderr)?$")
 _COMPRESSED_METRIC = re.compile(r"^compressed_bpd_(\d+)$")
 _BUDGET_COLUMN = re.compile(r"^bpd_budget_(\d+)$")
 STATUS = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "killed"}  # anything else: unfinished
 KINDS = ("excess", "predicted", "naive", "joint")  # beside the measured optimal bpd at each budget
-BASELINES = ("png_bpd", "webp_lossless_bpd")
+BASELINES = tuple(names.BASELINE.values())
 
 @dataclass
 class Report:
@@ -65,10 +65,11 @@ def latest_sweep(tracker: SweepTracker) -> str:
     return runs[0].info.run_id
 
 
-def trial_row(run: Run) -> dict:
+def trial_row(tracker: SweepTracker, run: Run) -> dict:
     """A trial run as a report row: status, reason, and its metrics (bits per dimension, seconds).
     Budget columns are `bpd_budget_<k>` (the optimal policy, measured) and `bpd_budget_<k>_<kind>`
-    for each of KINDS, each with `_stderr`, and `compressed_bpd_<k>`; k is total calls."""
+    for each of KINDS, each with `_stderr`, and `compressed_bpd_<k>`; k is total calls. The values
+    are the run's curve metrics (orchestrator.names), the standard errors its curve table."""
     m, tags, params = run.data.metrics, run.data.tags, run.data.params
     total = int(m["total_steps"]) if "total_steps" in m else None
     row = {
@@ -82,21 +83,49 @@ def trial_row(run: Run) -> dict:
         "data": params.get("data.spec"),
         "table_split": params.get("postprocess.table_split"),
         "test_bpd": m.get("test_bpd"), "test_bpd_stderr": m.get("test_bpd_stderr"),
-        "full_elbo_bpd": m.get("full_elbo_bpd"), "full_elbo_stderr": m.get("full_elbo_stderr"),
+        "full_elbo_bpd": m.get("full_elbo_bpd"),
         "total_steps": total, "num_stages": int(m["num_stages"]) if "num_stages" in m else None,
         "train_time_s": m.get("wall_time_s"),
-        "bpd_all_steps": m.get(f"bpd_budget_{total}_measured"),
-        "bpd_all_steps_stderr": m.get(f"bpd_budget_{total}_measured_stderr"),
-        **{name: m.get(name) for name in BASELINES},
+        **{name: m.get(name) for name in names.BASELINE.values()},
     }
-    for key, value in m.items():
-        if (found := _COMPRESSED_METRIC.match(key)):
-            row[key] = value
-        found = _BUDGET_METRIC.match(key)
-        if found and int(found[1]) != total:
-            kind = "" if found[2] == "measured" else f"_{found[2]}"
-            row[f"bpd_budget_{found[1]}{kind}{found[3] or ''}"] = value
+    if total is None:  # not post-processed
+        return row
+    suffix = {names.MEASURED["optimal"]: "", names.MEASURED["naive"]: "_naive", names.MEASURED["optimal-joint"]:
+              "_joint", names.PREDICTED: "_predicted", names.EXCESS: "_excess"}
+    for key in names.CURVES:
+        for calls, value in _curve(tracker, run.info.run_id, key).items():
+            if key == names.COMPRESSED:
+                row[f"compressed_bpd_{calls}"] = value
+            elif calls == total:
+                if key == names.MEASURED["optimal"]:
+                    row["bpd_all_steps"] = value
+            else:
+                row[f"bpd_budget_{calls}{suffix[key]}"] = value
+    for r in _curve_table(tracker, run.info.run_id):
+        kinds = {"": "measured", "_predicted": "predicted", "_excess": "excess"} if r["policy"] == "optimal" else \
+            {suffix[names.MEASURED[r["policy"]]]: "measured"}
+        for column, kind in kinds.items():
+            if r["calls"] != total:
+                row[f"bpd_budget_{r['calls']}{column}_stderr"] = r[f"{kind}_stderr"]
+        if r["calls"] == total and r["policy"] == "optimal":
+            row["bpd_all_steps_stderr"], row["full_elbo_stderr"] = r["measured_stderr"], r["predicted_stderr"]
     return row
+
+
+def _curve(tracker: SweepTracker, run_id: str, key: str) -> dict[int, float]:
+    """A curve metric as {step: value}, the latest value at each step (a re-run logs it again)."""
+    history = sorted(tracker.client.get_metric_history(run_id, key), key=lambda p: p.timestamp)
+    return {p.step: p.value for p in history}
+
+
+def _curve_table(tracker: SweepTracker, run_id: str) -> list[dict]:
+    """The rows of the run's curve table (names.CURVE_TABLE: standard errors, calls per stage); [] if absent."""
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            local = tracker.client.download_artifacts(run_id, names.CURVE_TABLE, scratch)
+            return pq.read_table(local).to_pylist()
+    except (MlflowException, OSError):
+        return []
 
 
 def _sample_grids(tracker: SweepTracker, run_id: str) -> dict[int, bytes]:
@@ -118,7 +147,7 @@ def build_report(tracker: SweepTracker, parent_id: str, out: str | Path, log: bo
     """Write the report of sweep run `parent_id` into `out` (a local folder) and, with `log`, log
     it to that run under report/."""
     parent = tracker.client.get_run(parent_id)
-    rows = [trial_row(run) for run in tracker.runs_of(parent_id)]
+    rows = [trial_row(tracker, run) for run in tracker.runs_of(parent_id)]
     budgets = sorted({int(found[1]) for r in rows for k in r if (found := _BUDGET_COLUMN.match(k))})
     compressed = sorted({int(found[1]) for r in rows for k in r if (found := _COMPRESSED_METRIC.match(k))})
     columns = ["trial", "configuration", "branching", "parameterization", "status", "reason", "run_id", "data",

@@ -345,15 +345,24 @@ class SweepTracker:
         dates, flags and config) can be passed as is. NaN and inf are skipped with a warning: MLflow
         stores them as sentinel numbers that distort plots and comparisons.
         """
+        self._log_entries(run_id, [(key, value, 0 if step is None else int(step)) for key, value in metrics.items()])
+
+    def log_curves(self, run_id: str, curves: dict[str, dict[int, float]]) -> None:
+        """Log metrics that are curves, {key: {step: value}} (e.g. bpd against network calls), in one batch."""
+        self._log_entries(run_id, [(key, value, int(step)) for key, points in curves.items()
+                                   for step, value in points.items()])
+
+    def _log_entries(self, run_id: str, entries: list[tuple[str, object, int]]) -> None:
+        """(key, value, step) entries as one batch; non-numbers skipped, NaN and inf with a warning."""
         now = int(time.time() * 1000)  # the time of logging, kept if the call waits in the outbox
         batch = []
-        for key, value in metrics.items():
+        for key, value, step in entries:
             if not isinstance(value, Real) or isinstance(value, bool):
                 continue
             if not math.isfinite(value):
                 logger.warning("run %s: not logging metric %s = %s (not finite)", run_id, key, value)
                 continue
-            batch.append([key, float(value), now, 0 if step is None else int(step)])
+            batch.append([key, float(value), now, step])
         if batch:
             self._submit(run_id, {"op": "metrics", "metrics": batch})
 

@@ -98,6 +98,7 @@ def run_trial(config: dict, tracker: SweepTracker, parent_id: str, data_uri: str
             done = postprocess_checkpoint(checkpoint, data, f"{sweep_root(cfg)}/postprocess/{trial_name}",
                                           cfg.postprocess, seed=cfg.train.seed, use_gpu=resources.use_gpu)
             tracker.log_metrics(run_id, done.metrics)
+            tracker.log_curves(run_id, done.curves)
             tracker.log_artifact(run_id, done.folder, "postprocess")
         except Exception as err:
             tracker.end_run(run_id, "FAILED", reason=f"post-processing: {failure_reason(err)}")

@@ -37,17 +37,21 @@ def test_repeat_reuses_results_and_new_budgets_measure_only_themselves(ray_clust
     assert table.metadata["split"] == "train" and table.metadata["images"] == "all"
     assert pq.read_table(again.folder / "budget_bpd.parquet").column_names == list(COLUMNS)
     # Each budget's excess over all steps, on the same images: paired, so far tighter than either error.
-    assert again.metrics["bpd_budget_8_excess"] == pytest.approx(
-        again.metrics["bpd_budget_8_measured"] - again.metrics["bpd_budget_64_measured"])
-    assert again.metrics["bpd_budget_64_excess"] == 0 and again.metrics["num_stages"] == 1
-    assert again.metrics["png_bpd"] > 0 and again.metrics["webp_lossless_bpd"] > 0
-    for key, value in first.metrics.items():
-        assert again.metrics[key] == value, key
-    assert again.metrics["bpd_budget_64_predicted"] == pytest.approx(again.metrics["full_elbo_bpd"])
+    measured, excess = again.curves["bpd_measured"], again.curves["bpd_excess"]
+    assert excess[8] == pytest.approx(measured[8] - measured[64]) and excess[64] == 0
+    assert again.metrics["num_stages"] == 1 and again.metrics["png_bpd"] > 0 and again.metrics["webp_lossless_bpd"] > 0
+    # MLflow charts draw each curve against network calls: one point per budget measured.
+    assert sorted(measured) == sorted(again.curves["bpd_naive"]) == [2, 4, 8, 64]
+    assert again.curves["bpd_joint"] == {}  # one stage: no joint allocation
+    assert again.metrics == first.metrics
+    for key, curve in first.curves.items():  # the first run's points, reused as they were
+        assert all(again.curves[key][calls] == value for calls, value in curve.items()), key
+    assert again.curves["bpd_predicted"][64] == pytest.approx(again.metrics["full_elbo_bpd"])
     # The real coded size sits above the measured cost of the same policy by the coder's flush of
     # about 34 bits per image (0.53 bpd at D = 64), give or take the noise of different orders.
-    gap = again.metrics["compressed_bpd_8"] - again.metrics["bpd_budget_8_measured"]
-    assert abs(gap - 0.53) < 0.25 + 4 * again.metrics["bpd_budget_8_measured_stderr"]
+    row = next(r for r in again.curve.rows if r["calls"] == 8 and r["policy"] == "optimal")
+    gap = again.curves["bpd_compressed"][8] - measured[8]
+    assert abs(gap - 0.53) < 0.25 + 4 * row["measured_stderr"]
     # Other table settings are another computation, not a mix with the old parts.
     other = postprocess_checkpoint(ckpt, "digits", str(tmp_path / "pp"),
                                    PostprocessSection(budgets=(8,), **{**settings, "table_samples_per_step": 3}))

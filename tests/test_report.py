@@ -2,10 +2,13 @@
 shown, and the HTML renders in headless Chromium with its table and plot."""
 
 import os
+import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
@@ -36,6 +39,38 @@ TRIALS = {
 }
 
 
+CURVE = {"measured": "bpd_measured", "naive": "bpd_naive", "predicted": "bpd_predicted", "excess": "bpd_excess"}
+BUDGET = re.compile(r"^bpd_budget_(\d+)_(measured|naive|predicted|excess)$")
+
+
+def log_trial(tracker: SweepTracker, run_id: str, metrics: dict, folder: Path) -> None:
+    """Log TRIALS' flat metrics as post-processing does: curves against calls, their standard errors
+    in the curve table artifact (postprocess/budget_bpd.parquet), the rest as one-value metrics."""
+    curves, stderr, scalars = {}, {}, {}
+    for key, value in metrics.items():
+        if found := BUDGET.match(key.removesuffix("_stderr")):
+            calls, kind = int(found[1]), found[2]
+            if key.endswith("_stderr"):
+                stderr.setdefault(calls, {})[kind] = value
+            else:
+                curves.setdefault(CURVE[kind], {})[calls] = value
+        elif key.startswith("compressed_bpd_"):
+            curves.setdefault("bpd_compressed", {})[int(key.rsplit("_", 1)[1])] = value
+        else:
+            scalars[key] = value
+    tracker.log_metrics(run_id, scalars)
+    tracker.log_curves(run_id, curves)
+    rows = [{"budget": calls, "policy": "optimal", "calls": calls,
+             **{f"{kind}_stderr": errors.get(kind) for kind in ("measured", "predicted", "excess")}}
+            for calls, errors in stderr.items()]
+    rows += [{"budget": calls, "policy": "naive", "calls": calls, "measured_stderr": errors["naive"],
+              "predicted_stderr": None, "excess_stderr": None} for calls, errors in stderr.items() if "naive" in errors]
+    if rows:
+        (folder / "postprocess").mkdir(parents=True)
+        pq.write_table(pa.Table.from_pylist(rows), folder / "postprocess" / "budget_bpd.parquet")
+        tracker.log_artifact(run_id, folder / "postprocess" / "budget_bpd.parquet", "postprocess")
+
+
 @pytest.fixture
 def sweep(tmp_path):
     tracker = SweepTracker(default_tracking_uri(tmp_path), "report-test")
@@ -43,7 +78,7 @@ def sweep(tmp_path):
     for name, (status, metrics, reason) in TRIALS.items():
         run_id = tracker.trial_run(parent, name, {"model": {"branching": int(name.split("=")[1][:-2])}})
         tracker.set_tags(run_id, {"ardm.configuration": name[:-2]})
-        tracker.log_metrics(run_id, metrics)
+        log_trial(tracker, run_id, metrics, tmp_path / name)
         if status != "RUNNING":
             tracker.end_run(run_id, status, reason)
     return tracker, parent

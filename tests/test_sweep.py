@@ -52,9 +52,10 @@ def test_tiny_sweep_tracks_parent_and_nested_runs(ray_cluster, mlflow_server, tm
     assert main(["postprocess", upscale.info.run_id, "--tracking-uri", mlflow_server, "--budgets", "5,full",
                  "--table-samples-per-step", "2", "--max-images", "16", "--sample-grid", "0",
                  "--out", str(tmp_path / "pp")]) == 0
-    after = client.get_run(upscale.info.run_id).data.metrics
-    assert after["bpd_budget_5_measured"] > 0 and after["bpd_budget_5_joint"] > 0
-    assert after["bpd_budget_3_measured"] == upscale.data.metrics["bpd_budget_3_measured"]
+    before = _curves(client, upscale)
+    after = _curves(client, client.get_run(upscale.info.run_id))
+    assert after["bpd_measured"][5] > 0 and after["bpd_joint"][5] > 0
+    assert after["bpd_measured"][3] == before["bpd_measured"][3]
     # Each trial's 2 workers needed more CPUs than one node has free: both nodes were used.
     from ray.util.state import list_actors
 
@@ -67,20 +68,29 @@ def test_tiny_sweep_tracks_parent_and_nested_runs(ray_cluster, mlflow_server, tm
     assert sorted(r.info.run_id for r in children_after) == sorted(r.info.run_id for r in children)
 
 
+def _curves(client, run) -> dict[str, dict[int, float]]:
+    """The run's budget curves, {metric: {calls: bpd}}, the latest value at each step."""
+    return {key: {m.step: m.value for m in sorted(client.get_metric_history(run.info.run_id, key),
+                                                  key=lambda m: m.timestamp)}
+            for key in ("bpd_measured", "bpd_predicted", "bpd_excess", "bpd_naive", "bpd_joint")}
+
+
 def _check_postprocessed(client, run):
-    """Per-budget metrics (optimal predicted and measured, naive, joint for upscale) and artifacts."""
+    """Budget curves against calls (optimal predicted and measured, naive, joint for upscale) and artifacts."""
     m, total = run.data.metrics, int(run.data.metrics["total_steps"])
     assert total == (64 if run.data.params["model.branching"] == "17" else 3 * 64)
-    for budget in (3, 8, total):
-        for kind in ("predicted", "measured", "naive"):
-            assert m[f"bpd_budget_{budget}_{kind}"] > 0 and m[f"bpd_budget_{budget}_{kind}_stderr"] >= 0
-        assert (f"bpd_budget_{budget}_joint" in m) == (total > 64)
+    curves = _curves(client, run)
+    for key in ("bpd_measured", "bpd_predicted", "bpd_naive"):
+        assert sorted(curves[key]) == [3, 8, total] and all(v > 0 for v in curves[key].values()), key
+    assert sorted(curves["bpd_joint"]) == ([3, 8, total] if total > 64 else [])
+    # No single-point chart per budget: the run page holds curves, a handful of values, and no more.
+    assert not [key for key in m if key.startswith("bpd_budget_")]
     # Each budget's excess over all steps is measured on the same images: the paired difference.
     for budget in (3, 8):
-        excess = m[f"bpd_budget_{budget}_measured"] - m[f"bpd_budget_{total}_measured"]
-        assert m[f"bpd_budget_{budget}_excess"] == pytest.approx(excess, abs=1e-9)
+        excess = curves["bpd_measured"][budget] - curves["bpd_measured"][total]
+        assert curves["bpd_excess"][budget] == pytest.approx(excess, abs=1e-9)
     # The full budget is every step: its prediction is the table's full-step ELBO.
-    assert m[f"bpd_budget_{total}_predicted"] == pytest.approx(m["full_elbo_bpd"])
+    assert curves["bpd_predicted"][total] == pytest.approx(m["full_elbo_bpd"])
     names = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "postprocess")}
     assert names | {f"samples_budget_{total}.png"} >= BUDGET_ARTIFACTS
     assert f"samples_budget_{total}.png" in names
@@ -93,13 +103,17 @@ def _check_report(client, parent, children, folder, summary):
     rows = {r["run_id"]: r for r in pq.read_table(folder / "report.parquet").to_pylist()}
     assert sorted(rows) == sorted(r.info.run_id for r in children)
     for run in children:
-        row, m = rows[run.info.run_id], run.data.metrics
+        row, m, curves = rows[run.info.run_id], run.data.metrics, _curves(client, run)
         assert row["status"] == "finished" and row["total_steps"] == m["total_steps"]
         assert row["train_time_s"] == m["wall_time_s"] and row["full_elbo_bpd"] == m["full_elbo_bpd"]
+        table = {(r["calls"], r["policy"]): r for r in pq.read_table(
+            client.download_artifacts(run.info.run_id, "postprocess/budget_bpd.parquet", str(folder))).to_pylist()}
         for budget in (3, 8):
-            assert row[f"bpd_budget_{budget}"] == m[f"bpd_budget_{budget}_measured"]
-            assert row[f"bpd_budget_{budget}_stderr"] == m[f"bpd_budget_{budget}_measured_stderr"]
-        assert row["bpd_all_steps"] == m[f"bpd_budget_{int(m['total_steps'])}_measured"]
+            assert row[f"bpd_budget_{budget}"] == curves["bpd_measured"][budget]
+            assert row[f"bpd_budget_{budget}_naive"] == curves["bpd_naive"][budget]
+            assert row[f"bpd_budget_{budget}_stderr"] == table[budget, "optimal"]["measured_stderr"]
+            assert row[f"bpd_budget_{budget}_excess_stderr"] == table[budget, "optimal"]["excess_stderr"]
+        assert row["bpd_all_steps"] == curves["bpd_measured"][int(m["total_steps"])]
     text = (folder / "report.md").read_text()
     assert all(f"{rows[r.info.run_id]['bpd_budget_8']:.3f}" in text for r in children)
 

@@ -13,10 +13,13 @@ import tempfile
 from orchestrator.cli import main
 
 
-def run_cli(argv: list[str], cwd: str) -> tuple[int, str, str, bool]:
-    """Run `ardm ARGV` in `cwd`: (exit code, stdout, stderr, whether Ray was started). Output is
-    captured at the file descriptors, as pytest's capfd would."""
+def run_cli(argv: list[str], cwd: str, env: dict[str, str] | None = None) -> tuple[int, str, str, bool]:
+    """Run `ardm ARGV` in `cwd` with `env` added to the environment: (exit code, stdout, stderr,
+    whether Ray was started). Output is captured at the file descriptors, as pytest's capfd would.
+    MLFLOW_TRACKING_URI comes only from `env`, as the suite's conftest keeps it out of every test."""
     os.chdir(cwd)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ.update(env or {})
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         os.dup2(out.fileno(), 1)
         os.dup2(err.fileno(), 2)

@@ -194,11 +194,13 @@ def fresh() -> Iterator[multiprocessing.pool.Pool]:
         yield pool
 
 
-def _fails_cleanly(argv: list[str], tmp_path: Path, fresh: multiprocessing.pool.Pool) -> str:
-    """Run `ardm ARGV` in tmp_path, in a fresh process; assert exit code 2, one line on stderr
-    (returned without its "ardm: error: " prefix), nothing on stdout, nothing written or started."""
+def _fails_cleanly(argv: list[str], tmp_path: Path, fresh: multiprocessing.pool.Pool,
+                   env: dict[str, str] | None = None) -> str:
+    """Run `ardm ARGV` in tmp_path, in a fresh process (with `env` added to its environment); assert
+    exit code 2, one line on stderr (returned without its "ardm: error: " prefix), nothing on
+    stdout, nothing written or started."""
     before = _snapshot(tmp_path)
-    code, out, err, ray_started = fresh.apply(run_cli, (argv, str(tmp_path)))
+    code, out, err, ray_started = fresh.apply(run_cli, (argv, str(tmp_path), env))
     assert code == 2, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ardm: error: "), err
@@ -274,20 +276,22 @@ def test_unreachable_tracking_fails_before_ray(tmp_path: Path, fresh: multiproce
 
 
 def test_every_command_takes_the_tracking_uri_from_the_environment(
-    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, fresh: multiprocessing.pool.Pool
 ) -> None:
     """MLFLOW_TRACKING_URI is used when neither --tracking-uri nor the sweep's tracking.uri is given
     (here it names a server that is down, so each command must fail on it); either one wins over it."""
     from_env, from_file = f"{UNREACHABLE}/env", f"{UNREACHABLE}/file"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", from_env)
+    env = {"MLFLOW_TRACKING_URI": from_env}
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(BASE))
-    for argv in (["sweep", str(path)], ["report", "faults"], ["postprocess", "0123abcd"]):
-        assert _fails_cleanly(argv, tmp_path, capfd).startswith(f"{from_env}: tracking server unreachable")
+    for argv in (["sweep", str(path)], ["report", "faults"], ["postprocess", "0123abcd"],
+                 ["evaluate", "--checkpoint", "models:/ardm/1", "--data", "digits"]):
+        assert _fails_cleanly(argv, tmp_path, fresh, env).startswith(f"{from_env}: tracking server unreachable")
     path.write_text(yaml.safe_dump({**BASE, "tracking": {"uri": from_file}}))
-    assert _fails_cleanly(["sweep", str(path)], tmp_path, capfd).startswith(f"{path}: tracking.uri: {from_file}: ")
+    line = _fails_cleanly(["sweep", str(path)], tmp_path, fresh, env)
+    assert line.startswith(f"{path}: tracking.uri: {from_file}: ")
     for command in (["report", "faults"], ["postprocess", "0123abcd"]):
-        line = _fails_cleanly([*command, "--tracking-uri", from_file], tmp_path, capfd)
+        line = _fails_cleanly([*command, "--tracking-uri", from_file], tmp_path, fresh, env)
         assert line.startswith(f"{from_file}: tracking server unreachable")
 
 

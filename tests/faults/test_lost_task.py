@@ -103,10 +103,11 @@ def _attempts(name: str, since_ms: float, lost_pid: int) -> tuple[list, set[str]
 
 @pytest.fixture(scope="module")
 def undisturbed(ray_cluster, trained_digits, tmp_path_factory):
-    """(checkpoint, metrics) of a post-processing run that nothing interrupted."""
+    """(checkpoint, (metrics, curves)) of a post-processing run that nothing interrupted."""
     folder = tmp_path_factory.mktemp("undisturbed")
     ckpt = str(checkpoint_of(trained_digits[0], folder / "c.pt"))
-    return ckpt, postprocess_checkpoint(ckpt, "digits", str(folder / "pp"), SETTINGS, seed=3).metrics
+    done = postprocess_checkpoint(ckpt, "digits", str(folder / "pp"), SETTINGS, seed=3)
+    return ckpt, (done.metrics, done.curves)
 
 
 @pytest.mark.parametrize("task", ["_table_range", "_measure_budget"])
@@ -126,4 +127,4 @@ def test_a_killed_task_is_retried_and_changes_no_number(undisturbed, task, tmp_p
     assert lost, f"no running {task} task was hit: {[(a.attempt_number, a.state, a.worker_id) for a in attempts]}"
     for task_id in lost:
         assert any(a.task_id == task_id and a.state == "FINISHED" for a in attempts), "a lost task was not retried"
-    assert result.metrics == expected
+    assert (result.metrics, result.curves) == expected
