@@ -59,7 +59,8 @@ def test_ddp_two_workers_take_the_one_worker_step_on_the_union_of_their_batches(
     full = load_parquet_split(data_uri, "train").images
     shard_rows = [full[i : i + ROWS_PER_SHARD] for i in range(0, len(full), ROWS_PER_SHARD)]
     for rank, got in enumerate(ranks):
-        assert np.array_equal(got["shard"], np.concatenate(shard_rows[rank::2]))
+        mine = np.concatenate(shard_rows[rank::2])
+        assert np.array_equal(got["shard"], mine), f"rank {rank} did not read its own shards"
     assert len(ranks[0]["shard"]) + len(ranks[1]["shard"]) == len(full)
 
     # Both ranks hold the same weights after every optimizer step.
