@@ -11,18 +11,20 @@ from __future__ import annotations
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import ray.train
 import ray.train.torch
 import torch
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ardm.checkpoint import CHECKPOINT_FILE, load_checkpoint, load_model
 from ardm.config import build
-from ardm.data import load_parquet_split
+from ardm.data import ImageDataset, load_parquet_split
 from ardm.evaluate import estimate_nelbo
-from ardm.model import build_ardm
+from ardm.model import ARDM, build_ardm
 from ardm.run import model_spec
 from ardm.storage import filesystem
 from ardm.train import train
@@ -58,15 +60,8 @@ def train_worker(loop_config: dict) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
-    shard = load_parquet_split(loop_config["data_uri"], "train", rank=rank, world_size=world)
-    torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
-    model = build_ardm(model_spec(cfg.model, shard.shape, shard.num_classes))
+    shard, model, wrap = rank_setup(cfg, loop_config["data_uri"], rank, world, device)
     to_mlflow = _MetricsToMlflow(loop_config["tracker"], loop_config["run_id"]) if rank == 0 else None
-
-    def wrap(module: torch.nn.Module) -> torch.nn.Module:
-        if world == 1:
-            return module
-        return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
 
     def on_log(metrics: dict) -> None:
         if to_mlflow is not None:
@@ -116,6 +111,26 @@ def train_worker(loop_config: dict) -> None:
                 local.mkdir(parents=True, exist_ok=True)
                 path = Path(shutil.copy(resume_from, local / CHECKPOINT_FILE))
             on_checkpoint(path, {**result.metrics, "step": result.step})
+
+
+def rank_setup(
+    cfg: SweepConfig, data_uri: str, rank: int, world: int, device: torch.device
+) -> tuple[ImageDataset, ARDM, Callable[[nn.Module], nn.Module]]:
+    """(this rank's train shard, the model, the wrap that `train` applies to it) for rank `rank` of `world`.
+
+    Every rank builds the same initial weights; with more than one worker the wrap is DistributedDataParallel
+    (the default process group must be initialised), which averages the gradients of all ranks at each step.
+    """
+    shard = load_parquet_split(data_uri, "train", rank=rank, world_size=world)
+    torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
+    model = build_ardm(model_spec(cfg.model, shard.shape, shard.num_classes))
+
+    def wrap(module: nn.Module) -> nn.Module:
+        if world == 1:
+            return module
+        return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+
+    return shard, model, wrap
 
 
 def _resume_point(fallback: str | None, folder: Path) -> tuple[Path | None, int | None]:

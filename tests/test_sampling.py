@@ -63,6 +63,76 @@ def test_one_chunk_per_stage_samples_every_variable_from_the_first_call():
     assert stat < CHI2_999[dof]
 
 
+def _chunked_joint(model, starts_per_stage: list[list[int]]) -> dict:
+    """p(x) of chunked sampling, enumerated: per stage, the mean over all orders of the product over chunks
+    [a, e) of p(digit of x_i | the call at step a) over the variables with a <= sigma(i) < e."""
+    k, b = model.spec.num_classes, model.spec.branching
+    d, s = math.prod(model.spec.shape), num_stages(k, b)
+    perms = [list(p) for p in itertools.permutations(range(d))]
+    cache = {}
+
+    def probs(shown, mask, stage, a):
+        key = (tuple(shown), tuple(mask), stage, a)
+        if key not in cache:
+            cache[key] = digit_probs_reference(model, shown, mask, stage, a)
+        return cache[key]
+
+    joint = {}
+    for x in itertools.product(range(k), repeat=d):
+        p = 1.0
+        for j, starts in enumerate(starts_per_stage):
+            w = min(b, k) ** (s - 1 - j)
+            per_order = []
+            for ranks in perms:
+                q = 1.0
+                for a, end in zip(starts, [*starts[1:], d], strict=True):
+                    shown = [coarse_int(v, j + 1 if ranks[i] < a else j, k, b) for i, v in enumerate(x)]
+                    step = probs(shown, [r < a for r in ranks], j, a)
+                    q *= math.prod(step[i][(x[i] // w) % min(b, k)] for i in range(d) if a <= ranks[i] < end)
+                per_order.append(q)
+            p *= sum(per_order) / len(perms)
+        joint[x] = p
+    assert sum(joint.values()) == pytest.approx(1.0, abs=1e-6)
+    return joint
+
+
+def _chi_square_pooled(samples: torch.Tensor, probs: dict) -> tuple[float, float]:
+    """(statistic, critical value at p = 0.001), outcomes expected fewer than 5 times pooled into one bin."""
+    from scipy.stats import chi2  # a dependency of scikit-learn
+
+    counts = {}
+    for row in samples.flatten(1).tolist():
+        counts[tuple(row)] = counts.get(tuple(row), 0) + 1
+    assert set(counts) <= {o for o, p in probs.items() if p > 0}, "sampled an outcome of probability zero"
+    n = len(samples)
+    bins = [(counts.get(o, 0), n * p) for o, p in probs.items() if n * p >= 5]
+    rare = [(counts.get(o, 0), n * p) for o, p in probs.items() if 0 < n * p < 5]
+    if rare:
+        bins.append((sum(c for c, _ in rare), sum(e for _, e in rare)))
+    stat = sum((c - e) ** 2 / e for c, e in bins)
+    return stat, float(chi2.ppf(0.999, len(bins) - 1))
+
+
+@pytest.mark.parametrize(("k", "b", "param", "policy", "wrong"), [
+    # D = 4, one stage; a chunk of two in the middle. Wrong: a boundary moved, or every step sequential.
+    (3, 3, "data", [[0, 1, 3]], [[[0, 2, 3]], [[0, 1, 2, 3]]]),
+    # Two stages of upscaling, both with interior boundaries.
+    (4, 2, "direct", [[0, 1, 3], [0, 2]], [[[0, 1, 2], [0, 2]], [[0, 1, 3], [0, 1, 2, 3]]]),
+])
+def test_chunked_sampling_with_interior_boundaries_matches_the_chunked_joint(k, b, param, policy, wrong):
+    """Variables of one chunk are drawn independently from one call at the chunk's start: chi-square of the
+    samples against the chunked sampler's exact distribution, over every x of a D = 4 model."""
+    model = tiny_ardm(k, b, param, shape=(1, 1, 4))
+    probs = _chunked_joint(model, policy)
+    n = 40000
+    stat, critical = _chi_square_pooled(sample(model, n, policy=policy, seed=2, batch_size=n), probs)
+    assert stat < critical, f"chi-square {stat:.1f} >= {critical:.1f}"
+    # The test has the power to see the neighbouring policies: their samples are refused.
+    for other in wrong:
+        stat, critical = _chi_square_pooled(sample(model, n, policy=other, seed=2, batch_size=n), probs)
+        assert stat > 2 * critical, f"samples of policy {other} pass as {policy}: chi-square {stat:.1f}"
+
+
 def test_sampling_is_seeded_and_in_range():
     model = tiny_ardm(17, 4, "direct", shape=(1, 2, 2))
     a = sample(model, 10, seed=3, batch_size=4)
