@@ -297,7 +297,7 @@ def parser() -> argparse.ArgumentParser:
     i.set_defaults(func=run_install_launcher)
 
     d = sub.add_parser("convert", help="write a dataset's splits as Parquet shards with a manifest")
-    d.add_argument("spec", help="dataset spec, e.g. cifar10:/data/cifar-10-python.tar.gz")
+    d.add_argument("spec", help="dataset spec, e.g. cifar10 (downloaded) or cifar10:/data/cifar-10-python.tar.gz")
     d.add_argument("out", help="output folder (local path, or s3:// through pyarrow)")
     d.add_argument("--rows-per-shard", type=int, default=10000)
     d.set_defaults(func=cmd_convert)

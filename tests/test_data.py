@@ -475,6 +475,8 @@ def test_convert_dataset(tmp_path):
         "digits",
         "photos:16",
         "cifar10:/data/cifar-10-python.tar.gz?md5=c58f30108f718f92721af3b95e74349a&verify=0",
+        "cifar10",
+        "cifar10:/data?download=1",
         "npy:/x/a.npy?k=10&layout=nhwc&test=0.2",
         "npz:rel/x.npz",
         "png:/x/dir?k=2",
@@ -500,7 +502,7 @@ def test_spec_parsing_is_typed_and_canonical():
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("mnist:/x", "unknown dataset kind 'mnist' (valid: digits, photos:8|16|32, cifar10:"),
+        ("mnist:/x", "unknown dataset kind 'mnist' (valid: digits, photos:8|16|32, cifar10[:"),
         ("photos", "photos needs a patch size (valid: photos:8, photos:16, photos:32)"),
         ("photos:9", "patch size 9 is not available (valid: photos:8, photos:16, photos:32)"),
         ("digits:/x", "digits takes no location"),

@@ -3,7 +3,7 @@
 Format: `cifar-10-python.tar.gz` holds `cifar-10-batches-py/data_batch_1` .. `data_batch_5` (train, 50000
 images) and `test_batch` (10000). Each is a pickled dict whose b"data" is a uint8 array (n, 3072): one image
 per row, 32x32 red plane, then green, then blue (CHW order); b"labels" holds the class ids, which an
-unconditional ARDM does not use. Nothing here downloads.
+unconditional ARDM does not use. Nothing here downloads: ardm.data.download fetches the archive.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def _read_folder(folder: Path, names: tuple[str, ...], verify: bool) -> list[np.
     return batches
 
 
-def _locate(path: Path) -> Path:
+def locate(path: Path) -> Path:
     """The archive file or the extracted batch folder that `path` points to."""
     if path.is_file():
         return path
@@ -145,7 +145,7 @@ def load_cifar10(
     verify: False skips all hash checks.
     """
     check_split(split, f"cifar10:{path}")
-    source = _locate(Path(path))
+    source = locate(Path(path))
     names = SPLIT_BATCHES[split]
     if source.is_dir():
         batches = _read_folder(source, names, verify)

@@ -4,13 +4,15 @@
 
     digits                                   sklearn 8x8 digits, K=17
     photos:8 | photos:16 | photos:32         patches of sklearn's sample photos, K=256
-    cifar10:<cifar-10-python.tar.gz or cifar-10-batches-py folder>   options md5, verify
+    cifar10                                  the official archive, downloaded once into the cache folder
+    cifar10:<cifar-10-python.tar.gz or cifar-10-batches-py folder>   options md5, verify, download
     npy:<file.npy>  npz:<file.npz>           options k, layout, test
     png:<folder>                             options k, test
     parquet:<folder or URI>                  option verify
 
 Options: k=<int> (K, num_classes; default 256, every uint8 value, or 2 for 1-bit PNGs), layout=nchw|nhwc,
-test=<fraction in (0, 1)>, md5=<32 hex digits>, verify=0|1.
+test=<fraction in (0, 1)>, md5=<32 hex digits>, verify=0|1, download=0|1 (cifar10:<path>: fetch the official
+archive to <path> if nothing is there). Downloads: see ardm.data.download (ARDM_CACHE, ARDM_MIRROR, ARDM_<KIND>_URL).
 """
 
 from __future__ import annotations
@@ -18,18 +20,20 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 
 from ardm.data.arrays import LAYOUTS, load_npy, load_npz, load_png_folder
-from ardm.data.cifar import CIFAR10_MD5, load_cifar10
+from ardm.data.cifar import ARCHIVE_NAME, load_cifar10, locate
 from ardm.data.dataset import DEFAULT_TEST_FRACTION, DataError, ImageDataset, check_split
+from ardm.data.download import SOURCES, cache_dir, fetch_source
 from ardm.data.embedded import PATCH_SIZES, load_digits_dataset, load_photo_patches
 from ardm.data.parquet import load_parquet_split, write_parquet_shards
 
 FORMS = (
     "digits",
     "photos:8|16|32",
-    "cifar10:<archive or folder>",
+    "cifar10[:<archive or folder>]",
     "npy:<file>",
     "npz:<file>",
     "png:<folder>",
@@ -39,7 +43,7 @@ FORMS = (
 KIND_OPTIONS: dict[str, tuple[str, ...]] = {
     "digits": (),
     "photos": (),
-    "cifar10": ("md5", "verify"),
+    "cifar10": ("download", "md5", "verify"),
     "npy": ("k", "layout", "test"),
     "npz": ("k", "layout", "test"),
     "png": ("k", "test"),
@@ -73,7 +77,7 @@ def _parse_md5(value: str) -> str:
     return value.lower()
 
 
-def _parse_verify(value: str) -> bool:
+def _parse_flag(value: str) -> bool:
     if value not in ("0", "1"):
         raise ValueError("must be 0 or 1")
     return value == "1"
@@ -85,7 +89,8 @@ OPTIONS: dict[str, tuple[Callable[[str], object], Callable[[object], str]]] = {
     "layout": (_parse_layout, str),
     "test": (_parse_test, repr),
     "md5": (_parse_md5, str),
-    "verify": (_parse_verify, lambda value: "1" if value else "0"),
+    "verify": (_parse_flag, lambda value: "1" if value else "0"),
+    "download": (_parse_flag, lambda value: "1" if value else "0"),
 }
 
 
@@ -121,7 +126,7 @@ def parse_spec(spec: str) -> DataSpec:
     if kind == "photos" and location not in {str(size) for size in PATCH_SIZES}:
         problem = f"patch size {location} is not available" if location else "photos needs a patch size"
         raise DataError(f"{spec}: {problem} (valid: {', '.join(f'photos:{size}' for size in PATCH_SIZES)})")
-    if kind not in ("digits", "photos") and not location:
+    if kind not in ("digits", "photos", "cifar10") and not location:
         raise DataError(f"{spec}: {kind} needs a location (valid: {', '.join(FORMS)})")
     options: dict[str, object] = {}
     for item in filter(None, query.split("&")):
@@ -148,7 +153,7 @@ def load_dataset(spec: str | DataSpec, split: str) -> ImageDataset:
     if kind == "photos":
         return load_photo_patches(split, int(location))
     if kind == "cifar10":
-        return load_cifar10(location, split, options.get("md5", CIFAR10_MD5), options.get("verify", True))
+        return _load_cifar10(location, split, options)
     if kind == "npy":
         return load_npy(location, split, options.get("k"), options.get("layout"), test)
     if kind == "npz":
@@ -156,6 +161,29 @@ def load_dataset(spec: str | DataSpec, split: str) -> ImageDataset:
     if kind == "png":
         return load_png_folder(location, split, options.get("k"), test)
     return load_parquet_split(location, split, verify=options.get("verify", True))
+
+
+def _load_cifar10(location: str, split: str, options: Mapping[str, object]) -> ImageDataset:
+    """cifar10 (the cached download), cifar10:<path>, or cifar10:<path>?download=1 (fetched there if missing)."""
+    verify = bool(options.get("verify", True))
+    md5 = str(options.get("md5", SOURCES["cifar10"].md5)) if verify else None
+    if not location:
+        # fetch_source checks the md5 (of a cached copy too), so the loader need not hash the file again.
+        return load_cifar10(fetch_source("cifar10", md5), split, md5=None, verify=verify)
+    path = Path(location)
+    try:
+        locate(path)
+    except DataError as exc:
+        if not options.get("download"):
+            if path.exists():
+                raise
+            raise DataError(
+                f"{location}: no such file or directory (spec cifar10 without a path downloads the official archive"
+                f" into {cache_dir()}; cifar10:{location}?download=1 downloads it to this path)"
+            ) from exc
+        target = path if path.name.endswith((".tar.gz", ".tgz")) else path / ARCHIVE_NAME
+        return load_cifar10(fetch_source("cifar10", md5, target), split, md5=None, verify=verify)
+    return load_cifar10(location, split, md5, verify)
 
 
 def convert_dataset(spec: str, out_dir: str, rows_per_shard: int = 10000) -> str:
