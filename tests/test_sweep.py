@@ -1,5 +1,7 @@
 """Integration: tiny sweeps on a real two-node local Ray cluster against a real `mlflow server`."""
 
+import json
+import math
 import os
 import re
 import shutil
@@ -10,6 +12,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from ardm.checkpoint import load_model
+from ardm.data import load_dataset
+from ardm.evaluate import estimate_nelbo, measure_policy, paired_difference
 from orchestrator.cli import main
 
 from sweep_files import TINY, sweep_runs, write_sweep
@@ -46,6 +51,7 @@ def test_tiny_sweep_tracks_parent_and_nested_runs(ray_cluster, mlflow_server, tm
         artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")]
         assert artifacts == ["checkpoint/checkpoint.pt"]
         _check_postprocessed(client, run)
+        _check_against_the_library(client, run, tmp_path / "library" / run.info.run_id)
     _check_report(client, parents[0], children, tmp_path / "storage" / "tiny-sweep" / "report", summary)
     # Standalone post-processing of a finished trial, by run id, adds budgets to its run.
     upscale = next(r for r in children if r.data.params["model.branching"] == "4")
@@ -96,6 +102,36 @@ def _check_postprocessed(client, run):
     assert f"samples_budget_{total}.png" in names
 
 
+def _check_against_the_library(client, run, folder):
+    """The Ray path's numbers are the library's: the test bpd is estimate_nelbo of the logged EMA
+    checkpoint on the same images and seed, and each measured budget is measure_policy of the logged
+    policy; the optimal policy is no worse than the naive one, and its prediction matches, within errors."""
+    folder.mkdir(parents=True)
+    model = load_model(client.download_artifacts(run.info.run_id, "checkpoint/checkpoint.pt", str(folder)))
+    test = load_dataset(run.data.tags["ardm.data"], "test")
+    evaluated = estimate_nelbo(model, test.subset(TINY["eval"]["max_images"], seed=0)[0],
+                               TINY["eval"]["samples_per_image"], seed=0)
+    assert run.data.metrics["test_bpd"] == pytest.approx(evaluated.mean, rel=1e-9)
+    assert run.data.metrics["test_bpd_stderr"] == pytest.approx(evaluated.stderr, rel=1e-9)
+    images = test.subset(TINY["postprocess"]["max_images"], seed=0)[0]
+    policies = json.loads(Path(client.download_artifacts(run.info.run_id, "postprocess/policies.json",
+                                                         str(folder))).read_text())["policies"]
+    starts = {(p["budget"], p["policy"]): p["starts"] for p in policies}
+    curves = _curves(client, run)
+    table = {(r["calls"], r["policy"]): r for r in pq.read_table(client.download_artifacts(
+        run.info.run_id, "postprocess/budget_bpd.parquet", str(folder))).to_pylist()}
+    for budget in (3, 8):
+        optimal = measure_policy(model, images, starts[budget, "optimal"], seed=0)
+        naive = measure_policy(model, images, starts[budget, "naive"], seed=0)
+        assert curves["bpd_measured"][budget] == pytest.approx(optimal.mean, rel=1e-9)
+        assert curves["bpd_naive"][budget] == pytest.approx(naive.mean, rel=1e-9)
+        gap = paired_difference(optimal, naive)
+        assert gap.mean <= 4 * gap.stderr, f"optimal worse than naive at {budget} calls: {gap}"
+        row = table[budget, "optimal"]
+        error = math.hypot(row["predicted_stderr"], row["measured_stderr"])
+        assert abs(row["predicted_bpd"] - row["measured_bpd"]) <= 4 * error, row
+
+
 def _check_report(client, parent, children, folder, summary):
     """The report on the parent run and in the local folder holds the trials' own numbers."""
     assert {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "report")} == REPORT_ARTIFACTS
@@ -114,8 +150,10 @@ def _check_report(client, parent, children, folder, summary):
             assert row[f"bpd_budget_{budget}_stderr"] == table[budget, "optimal"]["measured_stderr"]
             assert row[f"bpd_budget_{budget}_excess_stderr"] == table[budget, "optimal"]["excess_stderr"]
         assert row["bpd_all_steps"] == curves["bpd_measured"][int(m["total_steps"])]
-    text = (folder / "report.md").read_text()
-    assert all(f"{rows[r.info.run_id]['bpd_budget_8']:.3f}" in text for r in children)
+    text, html = (folder / "report.md").read_text(), (folder / "report.html").read_text()
+    for r in children:
+        cell = f"{rows[r.info.run_id]['bpd_budget_8']:.3f} ± {rows[r.info.run_id]['bpd_budget_8_stderr']:.3f}"
+        assert cell in text and f"<td>{cell}</td>" in html
 
 
 def test_sweep_file_runs_as_ray_submit_runs_it(ray_cluster, mlflow_server, tmp_path):
