@@ -25,6 +25,7 @@ from ardm.train import NonFiniteLossError
 from orchestrator.compress_cli import add_compress_parsers
 from orchestrator.config import PostprocessSection, check_budgets_fit, check_data, load_sweep, trial_label
 from orchestrator.launcher import add_install_launcher_arguments, run_install_launcher
+from orchestrator.lock import SweepBusyError
 from orchestrator.models import local_checkpoint
 from orchestrator.submit import add_submit_arguments, run_submit
 from orchestrator.sync import add_sync_arguments, run_sync
@@ -33,7 +34,7 @@ from orchestrator.tracking import SweepTracker, TrackingError, check_tracking, r
 TRACKING_URI_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)"
 CHECKPOINT_HELP = ("a checkpoint file, runs:/RUN_ID/path, models:/MODEL_ID, models:/NAME/VERSION, models:/NAME@alias "
                    "or a trial's run id (MLflow: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
-BAD_INPUT = (ConfigError, DataError, CheckpointError, TrackingError, CompressionError)
+BAD_INPUT = (ConfigError, DataError, CheckpointError, TrackingError, CompressionError, SweepBusyError)
 
 
 def _device(name: str | None) -> str:

@@ -9,6 +9,7 @@ Storage layout under <storage.path>/<sweep name>/:
     train/<trial>/ each trial's Ray Train run: checkpoints
     postprocess/<trial>/  step table parts, per-budget results, the artifacts logged to MLflow
     sweep.json     the sweep's MLflow parent run id and tracking URI
+    driver.lock    locked by the running driver (orchestrator.lock): a second driver is refused
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ardm.data.parquet import read_manifest
 from ardm.storage import filesystem, write_atomic
 from orchestrator.cluster import connect_ray
 from orchestrator.config import Sweep, SweepConfig, check_budgets_fit, check_data, resolve, trial_label
+from orchestrator.lock import acquire
 from orchestrator.report import Report, build_report
 from orchestrator.sync import sweep_outbox
 from orchestrator.tracking import SweepTracker, TrackingError, check_tracking, resolve_tracking_uri
@@ -117,6 +119,12 @@ def run_sweep(sweep: Sweep, resume: bool = False) -> SweepOutcome:
         raise TrackingError(f"{sweep.path}: tracking.uri: {err}" if cfg.tracking.uri else str(err)) from None
     shape, num_classes = check_data(sweep)
     check_budgets_fit(sweep, shape, num_classes)
+    with acquire(cfg.storage.path, cfg.sweep.name):  # one driver per sweep: a second one ends here, exit 2
+        return _run_locked(sweep, uri, resume)
+
+
+def _run_locked(sweep: Sweep, uri: str, resume: bool) -> SweepOutcome:
+    cfg = sweep.base
     state = _read_state(cfg) if resume else {}
     data_uri = prepare_data(cfg)
     connect_ray()
