@@ -30,6 +30,7 @@ from orchestrator.models import local_checkpoint
 from orchestrator.submit import add_submit_arguments, run_submit
 from orchestrator.sync import add_sync_arguments, run_sync
 from orchestrator.tracking import SweepTracker, TrackingError, check_tracking, resolve_tracking_uri
+from orchestrator.tracking_errors import redact
 
 TRACKING_URI_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)"
 CHECKPOINT_HELP = ("a checkpoint file, runs:/RUN_ID/path, models:/MODEL_ID, models:/NAME/VERSION, models:/NAME@alias "
@@ -122,7 +123,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
             print(f"  {name:40} test {m['test_bpd']:.4f} ± {m['test_bpd_stderr']:.4f} bpd")
         else:
             print(f"  {name:40} unfinished")
-    uri = resolve_tracking_uri(sweep.base.tracking.uri)
+    uri = redact(resolve_tracking_uri(sweep.base.tracking.uri))  # printed: a job's log is kept
     print(f"MLflow tracking: {uri} (experiment {sweep.base.experiment!r})")
     if uri.startswith("sqlite:"):
         print(f"  open the UI:  mlflow ui --backend-store-uri {uri}   then browse http://127.0.0.1:5000")

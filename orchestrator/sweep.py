@@ -8,7 +8,7 @@ Storage layout under <storage.path>/<sweep name>/:
     tune/          Ray Tune's experiment state (what `--resume` restores)
     train/<trial>/ each trial's Ray Train run: checkpoints
     postprocess/<trial>/  step table parts, per-budget results, the artifacts logged to MLflow
-    sweep.json     the sweep's MLflow parent run id and tracking URI
+    sweep.json     the sweep's MLflow parent run id and tracking URI (without its password)
     driver.lock    locked by the running driver (orchestrator.lock): a second driver is refused
 """
 
@@ -34,6 +34,7 @@ from orchestrator.lock import acquire
 from orchestrator.report import Report, build_report
 from orchestrator.sync import sweep_outbox
 from orchestrator.tracking import SweepTracker, TrackingError, check_tracking, resolve_tracking_uri
+from orchestrator.tracking_errors import redact
 from orchestrator.trial import run_trial, sweep_root
 
 # The trial function itself only waits on its TorchTrainer: a token share of a CPU.
@@ -132,7 +133,7 @@ def _run_locked(sweep: Sweep, uri: str, resume: bool) -> SweepOutcome:
     parent_id = tracker.start_sweep(cfg.sweep.name, sweep.raw, {"ardm.sweep_file": str(sweep.path)},
                                     run_id=state.get("parent_run_id"))
     fs, path = filesystem(f"{sweep_root(cfg)}/sweep.json")
-    write_atomic(fs, path, json.dumps({"parent_run_id": parent_id, "tracking_uri": uri}).encode())
+    write_atomic(fs, path, json.dumps({"parent_run_id": parent_id, "tracking_uri": redact(uri)}).encode())
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, tracker=tracker, parent_id=parent_id, data_uri=data_uri,
                              searched=list(sweep.spaces)),
