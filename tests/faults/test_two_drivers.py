@@ -3,20 +3,24 @@ does, from its checks until it ends), a second `ardm sweep FILE --resume` is ref
 naming the holder and exit 2, before it writes or starts anything; once the holder is SIGKILLed,
 the lock can be taken at once.
 
-The holder here is a small process that takes the lock through the driver's own function and then
-waits; the refused driver is the real CLI.
+In the first test the holder is a small process that takes the lock through the driver's own
+function and then waits; in the second (slow: it needs the Ray cluster) it is a real `ardm sweep`
+driver, SIGKILLed as soon as the second one has been refused. The refused driver is the real CLI.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from orchestrator.cli import main
 from orchestrator.lock import SweepBusyError, acquire, lock_path
@@ -78,3 +82,41 @@ def test_object_storage_locks_on_this_machine(tmp_path, monkeypatch):
         holder.wait()
     with acquire("s3://bucket/sweeps", "a") as lock:
         assert lock.held
+
+
+def _held_by(path: Path, pid: int) -> bool:
+    """Whether the lock file names `pid` as its holder (written once the lock is taken)."""
+    try:
+        return json.loads(path.read_text() or "{}").get("pid") == pid
+    except (OSError, ValueError):
+        return False
+
+
+@pytest.mark.slow
+def test_a_running_driver_refuses_a_second_and_its_sigkill_frees_the_sweep(ray_cluster, tmp_path, capfd):
+    name = "two-drivers"
+    # Long enough that the driver is still running when the second one comes (it is killed long before the end).
+    long = {**TINY, "model": {**TINY["model"], "branching": 4}, "postprocess": {"enabled": False},
+            "train": {**TINY["train"], "steps": 100000, "checkpoint_every": 50000}}
+    path = write_sweep(tmp_path, name, long, f"sqlite:///{tmp_path / 'mlflow.db'}")
+    storage = yaml.safe_load(path.read_text())["storage"]["path"]
+    lock = lock_path(storage, name)
+    log = (tmp_path / "driver.log").open("w")
+    driver = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "sweep", str(path)], cwd=tmp_path, stdout=log,
+                              stderr=subprocess.STDOUT, env={**os.environ, "RAY_ADDRESS": ray_cluster.address})
+    try:
+        deadline = time.monotonic() + 300  # a safety net only: the driver takes the lock within seconds
+        while not _held_by(lock, driver.pid):
+            assert driver.poll() is None, f"the driver exited: {(tmp_path / 'driver.log').read_text()[-3000:]}"
+            assert time.monotonic() < deadline, "the driver never took the sweep's lock"
+            time.sleep(0.2)
+        capfd.readouterr()
+        assert main(["sweep", str(path), "--resume"]) == 2
+        err = capfd.readouterr().err
+        assert err.count("\n") == 1 and f"is being run by pid {driver.pid} on {socket.gethostname()}" in err, err
+    finally:
+        driver.kill()
+        driver.wait()
+        log.close()
+    with acquire(storage, name) as taken:  # at once, though the killed driver never released it
+        assert taken.held
