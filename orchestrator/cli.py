@@ -25,15 +25,17 @@ from ardm.train import NonFiniteLossError
 from orchestrator.compress_cli import add_compress_parsers
 from orchestrator.config import PostprocessSection, check_budgets_fit, check_data, load_sweep, trial_label
 from orchestrator.launcher import add_install_launcher_arguments, run_install_launcher
+from orchestrator.lock import SweepBusyError
 from orchestrator.models import local_checkpoint
 from orchestrator.submit import add_submit_arguments, run_submit
 from orchestrator.sync import add_sync_arguments, run_sync
 from orchestrator.tracking import SweepTracker, TrackingError, check_tracking, resolve_tracking_uri
+from orchestrator.tracking_errors import redact
 
 TRACKING_URI_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)"
 CHECKPOINT_HELP = ("a checkpoint file, runs:/RUN_ID/path, models:/MODEL_ID, models:/NAME/VERSION, models:/NAME@alias "
                    "or a trial's run id (MLflow: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
-BAD_INPUT = (ConfigError, DataError, CheckpointError, TrackingError, CompressionError)
+BAD_INPUT = (ConfigError, DataError, CheckpointError, TrackingError, CompressionError, SweepBusyError)
 
 
 def _device(name: str | None) -> str:
@@ -121,7 +123,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
             print(f"  {name:40} test {m['test_bpd']:.4f} ± {m['test_bpd_stderr']:.4f} bpd")
         else:
             print(f"  {name:40} unfinished")
-    uri = resolve_tracking_uri(sweep.base.tracking.uri)
+    uri = redact(resolve_tracking_uri(sweep.base.tracking.uri))  # printed: a job's log is kept
     print(f"MLflow tracking: {uri} (experiment {sweep.base.experiment!r})")
     if uri.startswith("sqlite:"):
         print(f"  open the UI:  mlflow ui --backend-store-uri {uri}   then browse http://127.0.0.1:5000")

@@ -30,7 +30,7 @@ from mlflow.exceptions import MlflowException
 
 from ardm.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from orchestrator.tracking import SweepTracker, TrackingError, check_tracking, resolve_tracking_uri
-from orchestrator.tracking_errors import one_line
+from orchestrator.tracking_errors import one_line, redact
 
 MODEL_ID_TAG = "ardm.model_id"  # on a trial's run: the id of its logged model
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -94,7 +94,7 @@ def local_checkpoint(ref: str, tracking_uri: str | None = None) -> str:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact, dst_path=tempfile.mkdtemp(
             prefix="ardm-checkpoint-"), tracking_uri=uri, registry_uri=uri))
     except (MlflowException, OSError) as err:
-        raise TrackingError(f"{ref}: not found at {uri} ({one_line(str(err), 200)})") from None
+        raise TrackingError(f"{ref}: not found at {redact(uri)} ({one_line(str(err), 200)})") from None
     if local.is_dir():
         found = sorted(local.rglob(CHECKPOINT_FILE))
         if not found:

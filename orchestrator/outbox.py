@@ -7,7 +7,8 @@ folder, and the next call for that run delivers them first, in order, once the s
 What is still there when the processes end is delivered by `ardm sync` (orchestrator/sync.py). Without
 an outbox a failing call raises, as it always did.
 
-File format: one JSON-lines file per run, a header line `{"run_id": ..., "tracking_uri": ...}` then one
+File format: one JSON-lines file per run, a header line `{"run_id": ..., "tracking_uri": ...}` (the URI
+without its password: see `redact`) then one
 line per call: `{"op": "metrics", "metrics": [[key, value, timestamp_ms, step], ...]}`,
 `{"op": "tags", "tags": {...}}`, `{"op": "end", "status": ..., "end_time": ...}`,
 `{"op": "inputs", "datasets": [split records, see dataset_input]}` or
@@ -39,7 +40,7 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, RunTag
 from mlflow.exceptions import MlflowException, RestException
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-from orchestrator.tracking_errors import TrackingError, TrackingUnreachable, one_line
+from orchestrator.tracking_errors import TrackingError, TrackingUnreachable, one_line, redact
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +114,8 @@ def _reaching(
         if isinstance(err, TrackingError) or not _is_outage(err):
             raise
         reason = one_line(_innermost(err), 200)
-        raise TrackingUnreachable(f"{client.tracking_uri}: tracking server unreachable ({reason})") from err
+        uri = redact(client.tracking_uri)
+        raise TrackingUnreachable(f"{uri}: tracking server unreachable ({redact(reason)})") from err
 
 
 def send(client: mlflow.MlflowClient, run_id: str, call: dict, root: Path, fail_fast: bool) -> None:
@@ -237,7 +239,10 @@ class Outbox:
         return header.get("tracking_uri")
 
     def keep(self, uri: str, run_id: str, call: dict) -> None:
-        """Append a call of run `run_id` (meant for `uri`) durably; an artifact is copied in first."""
+        """Append a call of run `run_id` (meant for `uri`) durably; an artifact is copied in first. The
+        header names `uri` without its password (`redact`): `ardm sync` takes the full one from the
+        environment or --tracking-uri."""
+        uri = redact(uri)
         if call["op"] == "artifact":
             call = {**call, "path": self._copy(run_id, Path(call["path"]))}
         with self._locked():
@@ -256,7 +261,7 @@ class Outbox:
         that the server does not know (a wrong URI given to `ardm sync`) is a TrackingError, and its
         calls stay here.
         """
-        done = Delivered(run_id, client.tracking_uri)
+        done = Delivered(run_id, redact(client.tracking_uri))
         with self._locked():
             path = self._file(run_id)
             if not path.exists():  # another process delivered them in the meantime
@@ -267,10 +272,10 @@ class Outbox:
                     client.get_run(run_id)
             except MlflowException as err:  # the server's answer; an outage is TrackingUnreachable
                 raise TrackingError(
-                    f"{client.tracking_uri}: run {run_id} not found ({one_line(err.message, 200)}); "
+                    f"{redact(client.tracking_uri)}: run {run_id} not found ({one_line(err.message, 200)}); "
                     f"its tracking calls stay in {path}"
                 ) from None
-            header = header or {"run_id": run_id, "tracking_uri": client.tracking_uri}  # a torn header line
+            header = header or {"run_id": run_id, "tracking_uri": redact(client.tracking_uri)}  # a torn header line
             groups = _batches(calls)
             for i, group in enumerate(groups):
                 try:

@@ -65,6 +65,7 @@ from orchestrator.config import PostprocessSection
 from orchestrator.models import local_checkpoint
 from orchestrator.tables import OUTSIDE_TRIAL, distributed_step_table
 from orchestrator.tracking import CHECKPOINT_TAG, DATA_TAG, SweepTracker, TrackingError, check_tracking
+from orchestrator.tracking_errors import redact
 
 
 @dataclass
@@ -259,11 +260,12 @@ def find_target(run: str, tracking_uri: str, download_to: Path) -> Target:
     try:
         found = client.get_run(run)
     except MlflowException:
-        raise TrackingError(f"{run}: neither a checkpoint file nor a run id at {tracking_uri}") from None
+        raise TrackingError(f"{run}: neither a checkpoint file nor a run id at {redact(tracking_uri)}") from None
     experiment = client.get_experiment(found.info.experiment_id).name
     checkpoint = found.data.tags.get(CHECKPOINT_TAG)
     if checkpoint is None:
-        raise TrackingError(f"{tracking_uri}: run {run} has no checkpoint (tag {CHECKPOINT_TAG}): not a finished trial")
+        raise TrackingError(f"{redact(tracking_uri)}: run {run} has no checkpoint (tag {CHECKPOINT_TAG}): "
+                            "not a finished trial")
     if "://" not in checkpoint and not Path(checkpoint).is_file():
         download_to.mkdir(parents=True, exist_ok=True)
         checkpoint = client.download_artifacts(run, f"checkpoint/{Path(checkpoint).name}", str(download_to))

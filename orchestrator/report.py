@@ -61,7 +61,7 @@ def latest_sweep(tracker: SweepTracker) -> str:
     runs = tracker.client.search_runs([tracker.experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'sweep'",
                                       order_by=["attributes.start_time DESC"], max_results=1)
     if not runs:
-        raise TrackingError(f"{tracker.uri}: experiment {tracker.experiment!r} has no sweep run")
+        raise TrackingError(f"{tracker.shown_uri}: experiment {tracker.experiment!r} has no sweep run")
     return runs[0].info.run_id
 
 
@@ -167,7 +167,7 @@ def build_report(tracker: SweepTracker, parent_id: str, out: str | Path, log: bo
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), report.folder / "report.parquet")
     title = f"{tracker.experiment}: budget vs bpd"
     plot = plot_report(report, report.folder / "budget_bpd.png", title)
-    header = (f"Sweep run `{parent_id}` ({parent.info.run_name}), MLflow {tracker.uri}, "
+    header = (f"Sweep run `{parent_id}` ({parent.info.run_name}), MLflow {tracker.shown_uri}, "
               f"{len(rows)} trial(s); written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.")
     (report.folder / "report.md").write_text(_markdown(report, title, header))
     report.html.write_text(_html(report, title, header, plot.read_bytes()))

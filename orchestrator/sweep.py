@@ -8,7 +8,8 @@ Storage layout under <storage.path>/<sweep name>/:
     tune/          Ray Tune's experiment state (what `--resume` restores)
     train/<trial>/ each trial's Ray Train run: checkpoints
     postprocess/<trial>/  step table parts, per-budget results, the artifacts logged to MLflow
-    sweep.json     the sweep's MLflow parent run id and tracking URI
+    sweep.json     the sweep's MLflow parent run id and tracking URI (without its password)
+    driver.lock    locked by the running driver (orchestrator.lock): a second driver is refused
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ from ardm.data.parquet import read_manifest
 from ardm.storage import filesystem, write_atomic
 from orchestrator.cluster import connect_ray
 from orchestrator.config import Sweep, SweepConfig, check_budgets_fit, check_data, resolve, trial_label
+from orchestrator.lock import acquire
 from orchestrator.report import Report, build_report
 from orchestrator.sync import sweep_outbox
 from orchestrator.tracking import SweepTracker, TrackingError, check_tracking, resolve_tracking_uri
+from orchestrator.tracking_errors import redact
 from orchestrator.trial import run_trial, sweep_root
 
 # The trial function itself only waits on its TorchTrainer: a token share of a CPU.
@@ -118,6 +121,12 @@ def run_sweep(sweep: Sweep, resume: bool = False, verbose: bool = False) -> Swee
         raise TrackingError(f"{sweep.path}: tracking.uri: {err}" if cfg.tracking.uri else str(err)) from None
     shape, num_classes = check_data(sweep)
     check_budgets_fit(sweep, shape, num_classes)
+    with acquire(cfg.storage.path, cfg.sweep.name):  # one driver per sweep: a second one ends here, exit 2
+        return _run_locked(sweep, uri, resume)
+
+
+def _run_locked(sweep: Sweep, uri: str, resume: bool) -> SweepOutcome:
+    cfg = sweep.base
     state = _read_state(cfg) if resume else {}
     data_uri = prepare_data(cfg)
     connect_ray(verbose)
@@ -125,7 +134,7 @@ def run_sweep(sweep: Sweep, resume: bool = False, verbose: bool = False) -> Swee
     parent_id = tracker.start_sweep(cfg.sweep.name, sweep.raw, {"ardm.sweep_file": str(sweep.path)},
                                     run_id=state.get("parent_run_id"))
     fs, path = filesystem(f"{sweep_root(cfg)}/sweep.json")
-    write_atomic(fs, path, json.dumps({"parent_run_id": parent_id, "tracking_uri": uri}).encode())
+    write_atomic(fs, path, json.dumps({"parent_run_id": parent_id, "tracking_uri": redact(uri)}).encode())
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, tracker=tracker, parent_id=parent_id, data_uri=data_uri,
                              searched=list(sweep.spaces)),

@@ -5,7 +5,9 @@ folder (see orchestrator/outbox.py) and delivers them itself once the server ans
 left when the sweep's processes have ended, because the server did not come back in time, is delivered
 here, run by run and in order, and removed from the outbox. Each outbox file names the tracking URI
 its calls were meant for; `--tracking-uri` sends them elsewhere instead (the same server under another
-address, e.g. through `ray attach cluster.yaml -p 5000`).
+address, e.g. through `ray attach cluster.yaml -p 5000`). A URI recorded without its password (outbox
+files never hold one) is completed from MLFLOW_TRACKING_URI when that names the same server, else it
+needs `--tracking-uri`.
 
 Outboxes live on the machine that kept the calls: with storage on local disks of several nodes, run
 `ardm sync` on each node.
@@ -14,6 +16,7 @@ Outboxes live on the machine that kept the calls: with storage on local disks of
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -22,6 +25,7 @@ import mlflow
 from orchestrator.config import StorageSection, SweepConfig
 from orchestrator.outbox import OUTBOX_FOLDER, Outbox
 from orchestrator.tracking import TrackingError, check_tracking
+from orchestrator.tracking_errors import REDACTED, redact
 
 
 def sweep_outbox(cfg: SweepConfig) -> str:
@@ -59,6 +63,14 @@ def sync_outbox(outbox: Outbox, tracking_uri: str | None = None) -> int:
     clients: dict[str, mlflow.MlflowClient] = {}
     for run_id in outbox.runs():
         uri = tracking_uri or outbox.tracking_uri(run_id)
+        if tracking_uri is None and uri is not None and REDACTED in uri:  # recorded without its password
+            from_env = os.environ.get("MLFLOW_TRACKING_URI")
+            if from_env is None or redact(from_env) != uri:
+                print(f"ardm: {outbox.folder}: run {run_id}: {uri} is recorded without its password; pass "
+                      "--tracking-uri or set MLFLOW_TRACKING_URI", file=sys.stderr)
+                left += 1
+                continue
+            uri = from_env
         if uri is None:
             print(
                 f"ardm: {outbox.folder}: run {run_id}: no tracking URI recorded, pass --tracking-uri", file=sys.stderr

@@ -35,6 +35,7 @@ import mlflow
 import requests
 from mlflow.entities import Param, Run
 from mlflow.environment_variables import (
+    MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT,
     MLFLOW_TRACKING_INSECURE_TLS,
     MLFLOW_TRACKING_SERVER_CERT_PATH,
     MLFLOW_TRACKING_URI,
@@ -44,7 +45,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
 from orchestrator.outbox import Outbox, send
-from orchestrator.tracking_errors import TRUNCATED, TrackingError, TrackingUnreachable, one_line
+from orchestrator.tracking_errors import TRUNCATED, TrackingError, TrackingUnreachable, one_line, redact
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +89,13 @@ def check_tracking(uri: str, timeout: float = 5.0) -> None:
     a file: URI is refused, since MLflow 3 refuses the file store. Other schemes (postgresql, mysql,
     databricks, ...) are passed through: their drivers and credentials are checked by MLflow itself.
     """
+    try:
+        _check_tracking(uri, timeout)
+    except TrackingError as err:  # the URI in the message, without a password it may hold
+        raise TrackingError(redact(str(err))) from None
+
+
+def _check_tracking(uri: str, timeout: float) -> None:
     if not uri.strip():
         raise TrackingError(f"{uri!r}: empty tracking URI (use {default_tracking_uri()} or http://HOST:PORT)")
     scheme = uri.split(":", 1)[0].lower() if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", uri) else ""
@@ -144,7 +152,7 @@ def flatten(config: dict, prefix: str = "") -> dict[str, str]:
 
     Lists and tuples become JSON (one param, not one per element), an empty dict becomes "{}" so its
     key stays visible, and values longer than MLflow's limit are truncated with a visible marker
-    (MLflow rejects the whole batch otherwise).
+    (MLflow rejects the whole batch otherwise). Passwords in URIs (tracking.uri, storage.path) become ***.
     """
     flat: dict[str, str] = {}
     for key, value in config.items():
@@ -152,7 +160,7 @@ def flatten(config: dict, prefix: str = "") -> dict[str, str]:
         if isinstance(value, dict) and value:
             flat.update(flatten(value, f"{name}."))
             continue
-        text = json.dumps(value, default=str) if isinstance(value, (list, tuple, dict)) else str(value)
+        text = redact(json.dumps(value, default=str) if isinstance(value, (list, tuple, dict)) else str(value))
         if len(text) > MAX_PARAM_VAL_LENGTH:
             text = text[: MAX_PARAM_VAL_LENGTH - len(TRUNCATED)] + TRUNCATED
         flat[name] = text
@@ -221,7 +229,7 @@ class SweepTracker:
         self._outage: str | None = None  # what failed, while this process sees an outage
         self._retry_at = 0.0  # time.monotonic() from which to try the server again
         if not create and self.client.get_experiment_by_name(experiment) is None:
-            raise TrackingError(f"{uri}: no experiment named {experiment!r} ({self._experiment_names()})")
+            raise TrackingError(f"{self.shown_uri}: no experiment named {experiment!r} ({self._experiment_names()})")
         self.experiment_id = self._ensure_experiment()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -243,12 +251,19 @@ class SweepTracker:
         self._retry_at = 0.0
 
     def __repr__(self) -> str:
-        return f"SweepTracker({self.uri!r}, {self.experiment!r})"
+        return f"SweepTracker({self.shown_uri!r}, {self.experiment!r})"
+
+    @property
+    def shown_uri(self) -> str:
+        """The tracking URI as messages, files and the report name it: without its password (`redact`)."""
+        return redact(self.uri)
 
     @property
     def client(self) -> mlflow.MlflowClient:
         """This process's MlflowClient for `uri`, created on first use."""
         if self._client is None:
+            if self.shown_uri != self.uri:  # MLflow prints run links naming the URI as given, password and all
+                os.environ.setdefault(MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT.name, "true")
             self._client = mlflow.MlflowClient(tracking_uri=self.uri)
         return self._client
 
@@ -267,7 +282,7 @@ class SweepTracker:
                     raise
         if found.lifecycle_stage != "active":
             raise TrackingError(
-                f"{self.uri}: experiment {self.experiment!r} is deleted; restore it "
+                f"{self.shown_uri}: experiment {self.experiment!r} is deleted; restore it "
                 f"(mlflow experiments restore --experiment-id {found.experiment_id}) or use another name"
             )
         if found.tags.get(EXPERIMENT_KIND_TAG) is None:  # made by an older version, or by hand
@@ -373,7 +388,8 @@ class SweepTracker:
         """
         path = Path(local_path).absolute()
         if not path.exists():
-            raise TrackingError(f"{self.uri}: run {run_id}: no file or directory {local_path} to log as an artifact")
+            raise TrackingError(f"{self.shown_uri}: run {run_id}: no file or directory {local_path} "
+                                "to log as an artifact")
         self._submit(run_id, {"op": "artifact", "path": str(path), "artifact_path": artifact_path})
 
     def log_datasets(self, run_id: str, records: list[dict]) -> None:
@@ -391,7 +407,7 @@ class SweepTracker:
         if status not in END_STATUSES:
             raise ValueError(f"end status must be one of {', '.join(END_STATUSES)}, got {status!r}")
         if reason is not None:
-            self.set_tags(run_id, {FAILURE_REASON_TAG: one_line(reason, MAX_REASON_LENGTH)})
+            self.set_tags(run_id, {FAILURE_REASON_TAG: one_line(redact(reason), MAX_REASON_LENGTH)})
         self._submit(run_id, {"op": "end", "status": status, "end_time": int(time.time() * 1000)})
 
     def flush(self, run_id: str | None = None) -> bool:
@@ -427,7 +443,7 @@ class SweepTracker:
             else:
                 self._end_outage()
                 return
-        self.outbox.keep(self.uri, run_id, call)
+        self.outbox.keep(self.shown_uri, run_id, call)
 
     def _begin_outage(self, err: TrackingUnreachable) -> None:
         """Note a failed attempt; the first one of an outage warns, in one line."""
@@ -443,7 +459,8 @@ class SweepTracker:
     def _end_outage(self) -> None:
         """The server answered: an outage this process saw is over."""
         if self._outage is not None:
-            logger.info(f"{self.uri}: tracking server answers again; calls kept in {self.outbox.folder} are delivered")
+            logger.info(f"{self.shown_uri}: tracking server answers again; calls kept in {self.outbox.folder} "
+                        "are delivered")
             self._outage = None
 
     def runs_of(self, parent_id: str) -> list[Run]:
@@ -467,10 +484,12 @@ class SweepTracker:
         try:
             run = self.client.get_run(run_id)
         except MlflowException as err:
-            raise TrackingError(f"{self.uri}: {what} run {run_id} not found ({one_line(err.message, 200)})") from None
+            raise TrackingError(
+                f"{self.shown_uri}: {what} run {run_id} not found ({one_line(err.message, 200)})"
+            ) from None
         if run.info.experiment_id != self.experiment_id:
             raise TrackingError(
-                f"{self.uri}: {what} run {run_id} belongs to experiment {run.info.experiment_id}, "
+                f"{self.shown_uri}: {what} run {run_id} belongs to experiment {run.info.experiment_id}, "
                 f"not {self.experiment!r} ({self.experiment_id})"
             )
         return run
@@ -492,7 +511,7 @@ class SweepTracker:
         for key, value in params.items():
             if key in logged and logged[key] != value:
                 raise TrackingError(
-                    f"{self.uri}: run {run_id}: param {key} is already {one_line(logged[key], 100)!r}, "
+                    f"{self.shown_uri}: run {run_id}: param {key} is already {one_line(logged[key], 100)!r}, "
                     f"cannot change it to {one_line(value, 100)!r}"
                 )
         new = [Param(key, value) for key, value in params.items() if key not in logged]

@@ -17,6 +17,8 @@ from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 from ardm.data import convert_dataset, load_dataset
 from ardm.data.parquet import split_record
 from orchestrator.cli import main
+from orchestrator.outbox import Outbox
+from orchestrator.sync import sync_outbox
 from orchestrator.tracking import (
     EXPERIMENT_KIND_TAG,
     FAILURE_REASON_TAG,
@@ -30,6 +32,7 @@ from orchestrator.tracking import (
     resolve_tracking_uri,
     system_metrics,
 )
+from orchestrator.tracking_errors import redact
 
 from connections import connection_attempts
 
@@ -84,6 +87,47 @@ def test_flatten() -> None:
     assert len(flat["note"]) == MAX_PARAM_VAL_LENGTH and flat["note"].endswith("[truncated]")
     assert all(isinstance(v, str) for v in flat.values())
     assert flatten({"a": 1}, prefix="base.") == {"base.a": "1"}
+
+
+def test_redact_takes_passwords_out_of_uris() -> None:
+    assert redact("http://ardm:s3cr%40t@host:5000/x") == "http://ardm:***@host:5000/x"
+    assert redact("postgresql://u:pw@db/mlflow?sslmode=require&password=pw") == \
+        "postgresql://u:***@db/mlflow?sslmode=require&password=***"
+    assert redact("see https://h/a?X-Amz-Signature=abc&n=1: x") == "see https://h/a?X-Amz-Signature=***&n=1: x"
+    for plain in ("http://127.0.0.1:5000", "sqlite:///a/b.db", "s3://bucket/sweeps", "digits", "a:b@c"):
+        assert redact(plain) == plain
+
+
+def test_flatten_redacts_uri_passwords() -> None:
+    flat = flatten({"tracking": {"uri": "https://u:pw@mlflow:5000"}, "storage": {"path": "s3://KEY:SECRET@bucket/x"}})
+    assert flat == {"tracking.uri": "https://u:***@mlflow:5000", "storage.path": "s3://KEY:***@bucket/x"}
+
+
+def test_check_tracking_error_hides_the_password() -> None:
+    with pytest.raises(TrackingError, match="unreachable") as err:
+        check_tracking(f"http://ardm:hunter2@127.0.0.1:{_closed_port()}", timeout=2.0)
+    assert "hunter2" not in str(err.value) and str(err.value).startswith("http://ardm:***@127.0.0.1:")
+
+
+def test_outbox_keeps_no_password_and_sync_completes_it(mlflow_server: str, tmp_path: Path, monkeypatch, capsys):
+    """An outbox file names the URI without its password; `ardm sync` takes the full one from
+    MLFLOW_TRACKING_URI when it names the same server, and asks for it otherwise."""
+    secret_uri = mlflow_server.replace("://", "://ardm:hunter2@", 1)  # the test server ignores the credentials
+    tracker = SweepTracker(secret_uri, "tracking-tests")
+    run_id = tracker.start_sweep("sweep-password", {})
+    outbox = Outbox(tmp_path / "outbox")
+    outbox.keep(tracker.uri, run_id, {"op": "tags", "tags": {"kept": "yes"}})
+    assert all("hunter2" not in p.read_text() for p in (tmp_path / "outbox").rglob("*.jsonl"))
+    assert outbox.tracking_uri(run_id) == redact(secret_uri)
+    assert repr(tracker) == f"SweepTracker({redact(secret_uri)!r}, 'tracking-tests')"
+
+    assert sync_outbox(outbox) == 1  # no MLFLOW_TRACKING_URI: the calls stay
+    assert "recorded without its password" in capsys.readouterr().err and outbox.pending(run_id)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", secret_uri)
+    assert sync_outbox(outbox) == 0
+    out = capsys.readouterr().out
+    assert "hunter2" not in out and not outbox.pending(run_id)
+    assert mlflow.MlflowClient(mlflow_server).get_run(run_id).data.tags["kept"] == "yes"
 
 
 def test_check_tracking_live_server_passes(mlflow_server: str) -> None:
