@@ -122,10 +122,10 @@ def run_sweep(sweep: Sweep, resume: bool = False, verbose: bool = False) -> Swee
     shape, num_classes = check_data(sweep)
     check_budgets_fit(sweep, shape, num_classes)
     with acquire(cfg.storage.path, cfg.sweep.name):  # one driver per sweep: a second one ends here, exit 2
-        return _run_locked(sweep, uri, resume)
+        return _run_locked(sweep, uri, resume, verbose)
 
 
-def _run_locked(sweep: Sweep, uri: str, resume: bool) -> SweepOutcome:
+def _run_locked(sweep: Sweep, uri: str, resume: bool, verbose: bool) -> SweepOutcome:
     cfg = sweep.base
     state = _read_state(cfg) if resume else {}
     data_uri = prepare_data(cfg)
