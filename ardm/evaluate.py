@@ -100,6 +100,7 @@ def estimate_nelbo(
     its steps are stratified (one per 1/M of the S*D global steps, with a random offset) and its
     orders independent. The per-image means are averaged; the standard error is their standard
     deviation / sqrt(N), so it covers both image-to-image variation and Monte Carlo noise.
+    desc names the work on the progress bar (ardm.progress).
     """
     core = unwrap(model)
     was_training = model.training
@@ -179,7 +180,8 @@ def measure_policy(
 
     The every-step policy (D chunks in every stage) costs the negative ELBO: it is measured by its
     unbiased random-step estimate (estimate_nelbo, FULL_BUDGET_DRAWS * orders_per_image draws per
-    image) instead of S*D network calls per image.
+    image) instead of S*D network calls per image. desc names the work on the progress bar, e.g. the
+    budget and policy (ardm.budgets.measure_budget).
     """
     core = unwrap(model)
     d = core.num_variables

@@ -53,7 +53,8 @@ def sample(
     """Draw images from the model: uint8 (num_samples, C, H, W) on the CPU.
 
     policy: one list of chunk starts per stage (S lists), or None for one variable per call.
-    Every sample gets its own random order per stage; `seed` fixes orders and draws.
+    Every sample gets its own random order per stage; `seed` fixes orders and draws. desc names the
+    work on the progress bar (ardm.progress).
     """
     core = unwrap(model)
     d, num_stages = core.num_variables, core.num_stages
