@@ -53,14 +53,16 @@ class PlainProgress:
 
 
 def progress(
-    iterable: Iterable | None = None, *, desc: str, total: int | None = None, enabled: bool = True, initial: int = 0
+    iterable: Iterable | None = None, *, desc: str, total: int | None = None, enabled: bool = True, initial: int = 0,
+    **bar_options: object,
 ) -> tqdm | PlainProgress:
     """A progress bar over `iterable` (or updated by hand up to `total`) whose description `desc`
-    names the work, e.g. "budget 20 (5/stage), policy naive". Use as an iterable or a context
-    manager; `update`, `set_postfix` and `close` work in every mode."""
+    names the work, e.g. "budget 20 calls (5/stage), policy naive". Use as an iterable or a context
+    manager; `update`, `set_postfix` and `close` work in every mode. bar_options (e.g. unit="B")
+    only shape the terminal's bar."""
     if enabled and not sys.stderr.isatty():
         return PlainProgress(iterable, desc, total, initial)
-    return tqdm(iterable, desc=desc, total=total, initial=initial, disable=not enabled, mininterval=1.0)
+    return tqdm(iterable, desc=desc, total=total, initial=initial, disable=not enabled, mininterval=1.0, **bar_options)
 
 
 def note(text: str, enabled: bool = True) -> None:
