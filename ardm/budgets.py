@@ -21,8 +21,9 @@ is exact on the raw table, where noise can make one more call cost more.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,9 @@ from torch import nn
 
 from ardm.evaluate import Estimate, measure_policy, paired_difference
 from ardm.parallel import joint_allocation, naive_policy, optimal_policies
-from ardm.tables import StepTable
+from ardm.progress import note
+from ardm.storage import filesystem, read_json, write_atomic
+from ardm.tables import StepTable, model_identity
 
 POLICIES = ("optimal", "optimal-joint", "naive")
 
@@ -163,13 +166,21 @@ def measure_budget(
 ) -> dict[str, Estimate]:
     """Measured bpd (ardm.evaluate.measure_policy) of each named policy of one budget on uint8
     images (N, C, H, W), all with the same seed, so on the same images and orders; policies that
-    coincide (every policy at the full budget, say) are measured once."""
-    by_starts: dict[str, Estimate] = {}
-    for policy in policies.values():
-        key = json.dumps(policy)
-        if key not in by_starts:
-            by_starts[key] = measure_policy(model, images, policy, orders_per_image, batch_size, seed, progress)
-    return {name: by_starts[json.dumps(policy)] for name, policy in policies.items()}
+    coincide (every policy at the full budget, say) are measured once, under one progress bar
+    naming the budget and all of them."""
+    by_starts: dict[str, list[str]] = {}
+    for name, policy in policies.items():
+        by_starts.setdefault(json.dumps(policy), []).append(name)
+    measured: dict[str, Estimate] = {}
+    for names in by_starts.values():
+        policy = policies[names[0]]
+        per_stage = [len(p) for p in policy]
+        split = "" if len(policy) == 1 else f" ({per_stage[0]}/stage)" if len(set(per_stage)) == 1 \
+            else f" ({','.join(map(str, per_stage))} per stage)"
+        desc = f"budget {sum(per_stage)} calls{split}, policy {' = '.join(names)}"
+        est = measure_policy(model, images, policy, orders_per_image, batch_size, seed, progress, desc)
+        measured |= dict.fromkeys(names, est)
+    return {name: measured[name] for name in policies}
 
 
 def budget_curve(
@@ -182,24 +193,53 @@ def budget_curve(
     seed: int = 0,
     sort_decreasing: bool = True,
     progress: bool = False,
+    cache: str | Path | None = None,
+    on_budget: Callable[[int, dict[str, Estimate]], None] | None = None,
 ) -> BudgetCurve:
     """Predicted and measured bpd of every policy for every budget (total calls) on uint8 images
     (N, C, H, W), and each one's excess over the every-step policy, which is always measured too.
 
     The table should come from other images than `images` (ardm.tables.table_images), or the
     measured bpd of the policies chosen on it is optimistically biased.
+
+    cache: a folder (path or URI). Each budget's estimates are written there (budget-<k>.json,
+    atomically) as soon as they are measured, keyed by the model's identity, the measured images,
+    orders per image, batch size, seed and the budget's policies; a file with the same key is
+    reused instead of measuring again, so an interrupted or repeated run measures only what is
+    missing. on_budget(budget, estimates by policy) runs after each budget measured here (not for
+    those reused).
     """
     full = table.num_stages * table.num_variables
     policies = budget_policies(table.matrix("nll_bits"), sorted({*budgets, full}), sort_decreasing)
+    key = {"model": model_identity(model), "images": _digest(images), "orders_per_image": orders_per_image,
+           "batch_size": batch_size, "seed": seed}
     measured = {}
     for budget in sorted({b for b, _ in policies}, reverse=True):  # the full budget first: every row needs it
         named = {name: starts for (b, name), starts in policies.items() if b == budget}
-        measured |= {(budget, name): est for name, est in
-                     measure_budget(model, images, named, orders_per_image, batch_size, seed, progress).items()}
+        uri = f"{cache}/budget-{budget}.json"
+        done = read_json(uri) if cache is not None else None
+        if done is not None and done.get("key") == key and done["policies"] == named:
+            estimates = {name: Estimate.from_dict(est) for name, est in done["measured"].items()}
+            note(f"budget {budget} calls: measured before, reusing {uri}", progress)
+        else:
+            estimates = measure_budget(model, images, named, orders_per_image, batch_size, seed, progress)
+            if cache is not None:
+                record = {"budget": budget, "key": key, "policies": named,
+                          "measured": {name: est.to_dict() for name, est in estimates.items()}}
+                write_atomic(*filesystem(uri), json.dumps(record).encode())
+            if on_budget is not None:
+                on_budget(budget, estimates)
+        measured |= {(budget, name): est for name, est in estimates.items()}
     rows = [curve_row(table, budget, name, policy, measured[budget, name], measured[full, "optimal"],
                       sort_decreasing)
             for (budget, name), policy in policies.items()]
     return BudgetCurve(rows=rows, policies=policies, full_elbo=table.full_elbo_bpd())
+
+
+def _digest(images: np.ndarray) -> str:
+    """A short hash of a set of images (shape and pixels): which images a cached budget was measured on."""
+    array = np.ascontiguousarray(images)
+    return hashlib.sha256(repr(array.shape).encode() + array.tobytes()).hexdigest()[:16]
 
 
 def curve_row(

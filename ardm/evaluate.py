@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ardm.model import unwrap
 from ardm.objective import ardm_loss, sample_orders
+from ardm.progress import progress as progress_bar
 from ardm.sampling import check_stage_policies
 
 # Random steps per image (times orders_per_image) for the measured bpd of the every-step policy.
@@ -92,6 +92,7 @@ def estimate_nelbo(
     batch_size: int = 256,
     seed: int = 0,
     progress: bool = False,
+    desc: str = "negative ELBO",
 ) -> Estimate:
     """Negative ELBO of a set of images in bits per dimension, with its standard error.
 
@@ -99,6 +100,7 @@ def estimate_nelbo(
     its steps are stratified (one per 1/M of the S*D global steps, with a random offset) and its
     orders independent. The per-image means are averaged; the standard error is their standard
     deviation / sqrt(N), so it covers both image-to-image variation and Monte Carlo noise.
+    desc names the work on the progress bar (ardm.progress).
     """
     core = unwrap(model)
     was_training = model.training
@@ -111,7 +113,7 @@ def estimate_nelbo(
     steps = ((torch.arange(m, dtype=torch.float64) + offsets) / m * total).long().clamp_(max=total - 1).flatten()
     rows = torch.arange(n).repeat_interleave(m)
     per_row = torch.empty(n * m, dtype=torch.float64)
-    for lo in tqdm(range(0, n * m, batch_size), desc="nelbo", disable=not progress, leave=False):
+    for lo in progress_bar(range(0, n * m, batch_size), desc=desc, enabled=progress):
         idx = slice(lo, min(lo + batch_size, n * m))
         u = steps[idx].to(device)
         ranks = sample_orders(u.shape[0], core.num_variables, generator).to(device)
@@ -164,6 +166,7 @@ def measure_policy(
     batch_size: int = 256,
     seed: int = 0,
     progress: bool = False,
+    desc: str = "",
 ) -> Estimate:
     """Measured negative log-likelihood (bits per dimension) of images under a chunked policy: the
     one measurement of a policy's cost (`ardm budgets`, post-processing and the report all use it).
@@ -177,13 +180,15 @@ def measure_policy(
 
     The every-step policy (D chunks in every stage) costs the negative ELBO: it is measured by its
     unbiased random-step estimate (estimate_nelbo, FULL_BUDGET_DRAWS * orders_per_image draws per
-    image) instead of S*D network calls per image.
+    image) instead of S*D network calls per image. desc names the work on the progress bar, e.g. the
+    budget and policy (ardm.budgets.measure_budget).
     """
     core = unwrap(model)
     d = core.num_variables
     stage_policies = check_stage_policies(policy, core.num_stages, d)
     if all(len(starts) == d for starts in stage_policies):
-        return estimate_nelbo(model, images, FULL_BUDGET_DRAWS * orders_per_image, batch_size, seed, progress)
+        return estimate_nelbo(model, images, FULL_BUDGET_DRAWS * orders_per_image, batch_size, seed, progress,
+                              desc or "every-step policy")
     was_training = model.training
     model.eval()
     device = _device(model)
@@ -193,8 +198,7 @@ def measure_policy(
     rows = torch.arange(n).repeat_interleave(m)
     per_row = torch.empty(n * m, dtype=torch.float64)
     calls = sum(len(starts) for starts in stage_policies)
-    desc = f"measure {calls} calls"
-    for lo in tqdm(range(0, n * m, batch_size), desc=desc, disable=not progress, leave=False):
+    for lo in progress_bar(range(0, n * m, batch_size), desc=desc or f"policy of {calls} calls", enabled=progress):
         x = data[rows[lo : lo + batch_size].to(device)]
         bits = torch.zeros(x.shape[0], dtype=torch.float64, device=device)
         for j, starts in enumerate(stage_policies):

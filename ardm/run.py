@@ -67,7 +67,7 @@ def run_training(config: RunConfig, resume: bool = True, device: str | None = No
     test_images, _ = test_set.subset(config.eval.max_images, seed=config.train.seed)
     test = estimate_nelbo(
         result.ema, test_images, config.eval.samples_per_image, config.eval.batch_size, seed=config.train.seed,
-        progress=progress,
+        progress=progress, desc=f"negative ELBO of {len(test_images)} test images",
     )
     metrics = {
         "model": str(model.upscaler), "parameterization": spec.parameterization, "steps": result.step,
@@ -76,7 +76,8 @@ def run_training(config: RunConfig, resume: bool = True, device: str | None = No
         "generation_steps": result.ema.num_steps, "train_seconds": train_seconds, "checkpoint": str(checkpoint),
     }
     if config.eval.sample_grid:
-        images = sample(result.ema, config.eval.sample_grid, seed=config.train.seed, progress=progress)
+        images = sample(result.ema, config.eval.sample_grid, seed=config.train.seed, progress=progress,
+                        desc=f"sample grid of {config.eval.sample_grid} images")
         metrics["samples"] = str(save_grid(images, spec.num_classes, out / "samples.png"))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics

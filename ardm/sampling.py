@@ -11,10 +11,10 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ardm.model import unwrap
 from ardm.objective import sample_orders
+from ardm.progress import progress as progress_bar
 
 
 def check_stage_policies(
@@ -48,11 +48,13 @@ def sample(
     seed: int = 0,
     batch_size: int = 64,
     progress: bool = False,
+    desc: str = "",
 ) -> torch.Tensor:
     """Draw images from the model: uint8 (num_samples, C, H, W) on the CPU.
 
     policy: one list of chunk starts per stage (S lists), or None for one variable per call.
-    Every sample gets its own random order per stage; `seed` fixes orders and draws.
+    Every sample gets its own random order per stage; `seed` fixes orders and draws. desc names the
+    work on the progress bar (ardm.progress).
     """
     core = unwrap(model)
     d, num_stages = core.num_variables, core.num_stages
@@ -63,7 +65,8 @@ def sample(
     device = next(model.parameters()).device
     out = []
     calls = sum(len(p) for p in stage_policies)
-    with tqdm(total=calls * -(-num_samples // batch_size), desc="sampling", disable=not progress) as bar:
+    desc = desc or f"sampling {num_samples} images, {calls} calls each"
+    with progress_bar(total=calls * -(-num_samples // batch_size), desc=desc, enabled=progress) as bar:
         for lo in range(0, num_samples, batch_size):
             n = min(batch_size, num_samples - lo)
             x = torch.zeros(n, *core.spec.shape, dtype=torch.long, device=device)  # x^(0): absorbing

@@ -3,6 +3,7 @@ and atomic writes on them: readers never see a half-written file."""
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import uuid
@@ -30,3 +31,11 @@ def write_atomic(fs: pafs.FileSystem, path: str, payload: bytes | pa.Buffer) -> 
     with fs.open_output_stream(temporary) as out:
         out.write(payload)
     fs.move(temporary, path)
+
+
+def read_json(uri: str) -> dict | None:
+    """The JSON object in a file at a local path or URI, or None where there is no such file."""
+    fs, path = filesystem(uri)
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    return json.loads(fs.open_input_file(path).read())

@@ -30,14 +30,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ardm.data import load_dataset
 from ardm.model import unwrap
 from ardm.objective import ardm_loss, sample_orders
+from ardm.progress import progress as progress_bar
 from ardm.storage import filesystem, write_atomic
 
 COLUMNS = ("stage", "t", "nll_bits", "stderr_bits", "n")
@@ -179,7 +180,8 @@ def estimate_step_table(
     m = samples_per_step
     mean, stderr = np.empty(len(steps)), np.empty(len(steps))
     groups = np.split(np.arange(len(steps)), np.flatnonzero(np.diff(steps // steps_per_call)) + 1)
-    for group in tqdm(groups, desc="step table", disable=not progress, leave=False):
+    where = f" on {metadata['split']} images" if metadata and "split" in metadata else ""
+    for group in progress_bar(groups, desc=f"step table{where}, {len(steps)} steps", enabled=progress):
         u = steps[group]
         draws = [_step_draws(seed, int(step), m, len(data), d) for step in u]
         picked = torch.cat([img for img, _ in draws])
@@ -190,9 +192,25 @@ def estimate_step_table(
         mean[group] = bits.mean(1)
         stderr[group] = bits.std(1, ddof=1) / np.sqrt(m) if m > 1 else np.nan
     model.train(was_training)
-    meta = {"num_stages": str(core.num_stages), "num_variables": str(d), "model": model_identity(model),
-            "seed": str(seed), "samples_per_step": str(m), **(metadata or {})}
     return StepTable(
         stage=(steps // d).astype(np.int32), t=(steps % d).astype(np.int32), nll_bits=mean, stderr_bits=stderr,
-        n=np.full(len(steps), m, dtype=np.int32), metadata=meta,
+        n=np.full(len(steps), m, dtype=np.int32), metadata=table_metadata(model, m, seed, metadata),
     )
+
+
+def table_metadata(model: nn.Module, samples_per_step: int, seed: int, metadata: dict[str, str] | None = None) -> dict:
+    """The file metadata of a step table of this model (see the module docstring): what a saved
+    table must carry to be reused for the same model, images, seed and samples per step."""
+    core = unwrap(model)
+    return {"num_stages": str(core.num_stages), "num_variables": str(core.num_variables),
+            "model": model_identity(model), "seed": str(seed), "samples_per_step": str(samples_per_step),
+            **(metadata or {})}
+
+
+def reusable_table(uri: str, metadata: dict[str, str]) -> StepTable | None:
+    """The complete step table saved at `uri` if its metadata is `metadata` (table_metadata), else None."""
+    fs, path = filesystem(uri)
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    table = StepTable.load(uri)
+    return table if table.metadata == metadata and table.is_complete() else None

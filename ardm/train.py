@@ -21,11 +21,12 @@ import numpy as np
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm.auto import tqdm
 
 from ardm.checkpoint import check_same_model, load_checkpoint, save_checkpoint
 from ardm.model import ARDM
 from ardm.objective import training_loss
+from ardm.progress import note
+from ardm.progress import progress as progress_bar
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,8 @@ def train(
         ema.load_state_dict(payload["ema"])
         optimizer.load_state_dict(payload["optimizer"])
         step, metrics = int(payload["step"]), payload.get("metrics", {})
+        if rank == 0:  # whatever `progress` says: a resumed run must say where it took up
+            note(f"resumed from step {step} of {config.steps} (checkpoint {resume_from})")
     if config.compile and device.type == "cuda":
         model.network.compile()  # in place: parameter names (and checkpoints) stay the same
     net = wrap(model) if wrap is not None else model
@@ -163,8 +166,8 @@ def train(
 
     net.train()
     window_bpd, window_start = [], time.perf_counter()
-    bar = tqdm(total=config.steps, initial=step, desc="train", disable=not progress or rank != 0, mininterval=1.0)
-    try:
+    bar = progress_bar(total=config.steps, initial=step, desc="train steps", enabled=progress and rank == 0)
+    with bar:  # closed before a NaN stop's message, which must not be glued to the bar's line
         while step < config.steps:
             seed = step_seed(config.seed, rank, step)
             torch.manual_seed(seed)  # dropout
@@ -199,6 +202,4 @@ def train(
                 window_bpd, window_start = [], time.perf_counter()
             if step % config.checkpoint_every == 0 or step == config.steps:
                 write_checkpoint(metrics)
-    finally:  # a NaN stop's message must not be glued to the bar's line
-        bar.close()
     return TrainResult(model=model, ema=ema.module, step=step, metrics=metrics)

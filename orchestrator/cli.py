@@ -18,9 +18,10 @@ from ardm.data import DataError, convert_dataset, load_dataset
 from ardm.evaluate import estimate_nelbo
 from ardm.images import save_grid
 from ardm.model import ARDM
+from ardm.progress import note
 from ardm.run import run_training
 from ardm.sampling import sample
-from ardm.tables import TABLE_SPLIT, estimate_step_table, table_images
+from ardm.tables import TABLE_SPLIT, estimate_step_table, reusable_table, table_images, table_metadata
 from ardm.train import NonFiniteLossError
 from orchestrator.compress_cli import add_compress_parsers
 from orchestrator.config import PostprocessSection, check_budgets_fit, check_data, load_sweep, trial_label
@@ -35,6 +36,8 @@ from orchestrator.tracking_errors import redact
 TRACKING_URI_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)"
 CHECKPOINT_HELP = ("a checkpoint file, runs:/RUN_ID/path, models:/MODEL_ID, models:/NAME/VERSION, models:/NAME@alias "
                    "or a trial's run id (MLflow: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+BUDGET_IMAGES = 50  # `ardm budgets` measures this many test images by default: minutes on 2 CPU cores
+QUIET_HELP = "no progress: neither bars (on a terminal) nor a line per finished unit (otherwise)"
 BAD_INPUT = (ConfigError, DataError, CheckpointError, TrackingError, CompressionError, SweepBusyError)
 
 
@@ -44,7 +47,7 @@ def _device(name: str | None) -> str:
 
 def cmd_train(args: argparse.Namespace) -> None:
     config = load_config(args.config, args.set)
-    m = run_training(config, resume=not args.fresh, device=_device(args.device))
+    m = run_training(config, resume=not args.fresh, device=_device(args.device), progress=not args.quiet)
     print(
         f"{config.data} {m['model']} {m['parameterization']}: train {m['train_bpd']:.4f} bpd, "
         f"test {m['test_bpd']:.4f} ± {m['test_bpd_stderr']:.4f} bpd ({m['test_images']} images), "
@@ -64,13 +67,14 @@ def _held_out(model: ARDM, spec: str, split: str, max_images: int, seed: int) ->
 def cmd_evaluate(args: argparse.Namespace) -> None:
     model = load_model(args.checkpoint, map_location=_device(args.device))
     images = _held_out(model, args.data, args.split, args.max_images, args.seed)
-    est = estimate_nelbo(model, images, args.samples_per_image, args.batch_size, seed=args.seed, progress=True)
+    est = estimate_nelbo(model, images, args.samples_per_image, args.batch_size, seed=args.seed,
+                         progress=not args.quiet, desc=f"negative ELBO of {len(images)} {args.split} images")
     print(f"{args.data} {args.split}: negative ELBO {est} bpd over {est.n} images")
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
     model = load_model(args.checkpoint, map_location=_device(args.device))
-    images = sample(model, args.num, seed=args.seed, batch_size=args.batch_size, progress=True)
+    images = sample(model, args.num, seed=args.seed, batch_size=args.batch_size, progress=not args.quiet)
     print(save_grid(images, model.spec.num_classes, args.out))
 
 
@@ -78,24 +82,35 @@ def cmd_budgets(args: argparse.Namespace) -> None:
     model = load_model(args.checkpoint, map_location=_device(args.device))
     images = _held_out(model, args.data, args.split, args.max_images, args.seed)
     budgets = model_budgets("--budgets", args.budgets, model)
-    table_split = args.table_split
+    table_split, progress = args.table_split, not args.quiet
     out = Path(args.out)
     train, metadata = table_images(args.data, table_split, args.table_images, args.seed)
     if table_split == args.split:
         print(f"note: the step table is estimated on the {table_split} split, where bpd is measured: the measured "
               "bpd of the optimal policies is optimistically biased", file=sys.stderr)
-    table = estimate_step_table(model, train, args.samples_per_step, seed=args.seed, progress=True, metadata=metadata)
-    table.save(str(out / "step_table.parquet"))
+    # A rerun into the same --out reuses what still holds: the table, each budget's estimates, the grids.
+    table_path = str(out / "step_table.parquet")
+    table = reusable_table(table_path, table_metadata(model, args.samples_per_step, args.seed, metadata))
+    if table is None:
+        table = estimate_step_table(model, train, args.samples_per_step, seed=args.seed, progress=progress,
+                                    metadata=metadata)
+        table.save(table_path)
+    else:
+        note(f"step table: estimated before, reusing {table_path}", progress)
+    measured: set[int] = set()
     curve = budget_curve(model, table, images, budgets, args.orders_per_image, seed=args.seed,
-                         sort_decreasing=args.sort, progress=True)
+                         sort_decreasing=args.sort, progress=progress, cache=str(out / "budgets"),
+                         on_budget=lambda budget, _: measured.add(budget))
     paths = save_budget_curve(curve, out, title=f"{args.data} {model.upscaler}")
+    # The full budget's grid is what `ardm sample` draws (S*D calls in a row): too slow to draw by default.
+    for budget in [b for b in budgets if b < model.num_steps] if args.samples else []:
+        grid_path = out / f"samples_budget_{budget}.png"
+        if budget in measured or not grid_path.is_file():  # a grid is redrawn with its budget
+            grid = sample(model, args.samples, policy=curve.policies[budget, "optimal"], seed=args.seed,
+                          progress=progress, desc=f"sample grid, budget {budget} calls, policy optimal")
+            save_grid(grid, model.spec.num_classes, grid_path)
     print(format_curve(curve))
     print(f"step table on {table_split} images; wrote {paths['png'].parent}")
-    if args.samples:
-        for (budget, name), policy in curve.policies.items():
-            if name == "optimal":
-                grid = sample(model, args.samples, policy=policy, seed=args.seed)
-                save_grid(grid, model.spec.num_classes, out / f"samples_budget_{budget}.png")
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -202,6 +217,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     t.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in the output folder")
     t.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    t.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="test-set negative ELBO (bpd ± stderr) of a checkpoint's EMA model")
@@ -213,6 +229,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--max-images", type=int, default=0, help="0: all")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device")
+    e.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     e.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("sample", help="draw samples from a checkpoint's EMA model into a PNG grid")
@@ -221,6 +238,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch-size", type=int, default=64)
     s.add_argument("--device")
+    s.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     s.add_argument("out", help="output PNG path")
     s.set_defaults(func=cmd_sample)
 
@@ -236,13 +254,15 @@ def parser() -> argparse.ArgumentParser:
                    help="comma-separated total calls, N/stage (S x N calls) or full, e.g. 10,20,50/stage,full")
     b.add_argument("--samples-per-step", type=int, default=16, help="table samples per step")
     b.add_argument("--orders-per-image", type=int, default=1, help="orders per image when measuring a policy")
-    b.add_argument("--max-images", type=int, default=0, help="images whose bpd is measured, spread over the split "
-                   "(0: all)")
+    b.add_argument("--max-images", type=int, default=BUDGET_IMAGES, help="images whose bpd is measured, spread over "
+                   f"the split (0: all; default {BUDGET_IMAGES}: every policy costs its calls per image, on a CPU too)")
     b.add_argument("--no-sort", dest="sort", action="store_false",
                    help="run the DP on the raw table instead of the table sorted decreasing (the paper's default)")
-    b.add_argument("--samples", type=int, default=16, help="images per sample grid per budget (0: none)")
+    b.add_argument("--samples", type=int, default=16, help="images per sample grid per budget below the full one "
+                   "(0: none; the full budget's samples are `ardm sample`'s)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--device")
+    b.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     b.add_argument("--out", required=True, help="output folder")
     b.set_defaults(func=cmd_budgets)
 

@@ -51,6 +51,7 @@ def add_compress_parsers(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--batch-size", type=int, default=64, help="images per batch of network calls")
     c.add_argument("--threads", type=int, help="torch CPU threads while coding (default: torch's)")
     c.add_argument("--device", default="cpu", help="where the model runs (default cpu; decode on the same kind)")
+    c.add_argument("--quiet", action="store_true", help="no progress of the step table estimate")
     c.add_argument("input", metavar="IN", help=".png or .npy image file, or a dataset spec such as photos:8")
     c.add_argument("output", metavar="OUT", help="compressed file to write")
     c.set_defaults(func=cmd_compress)
@@ -105,7 +106,7 @@ def _policy(args: argparse.Namespace, model: ARDM, train: str | None) -> list[li
 def _step_table(args: argparse.Namespace, model: ARDM, train: str | None) -> StepTable:
     if args.table is None:
         images, metadata = table_images(train, TABLE_SPLIT, args.table_images)
-        return estimate_step_table(model, images, args.samples_per_step, metadata=metadata)
+        return estimate_step_table(model, images, args.samples_per_step, metadata=metadata, progress=not args.quiet)
     try:
         table = StepTable.load(args.table)
     except (OSError, ValueError) as err:

@@ -57,7 +57,7 @@ from ardm.data import load_dataset
 from ardm.evaluate import Estimate
 from ardm.images import save_grid
 from ardm.sampling import sample
-from ardm.storage import filesystem, write_atomic
+from ardm.storage import filesystem, read_json, write_atomic
 from ardm.tables import model_identity
 from orchestrator import names
 from orchestrator.cluster import connect_ray
@@ -78,13 +78,6 @@ class Postprocessed:
     metrics: dict[str, float]
     curves: dict[str, dict[int, float]]
     folder: Path
-
-
-def _read_json(uri: str) -> dict | None:
-    fs, path = filesystem(uri)
-    if fs.get_file_info(path).type != pafs.FileType.File:
-        return None
-    return json.loads(fs.open_input_file(path).read())
 
 
 def _test_images(data: str, count: int, seed: int):
@@ -170,7 +163,7 @@ def postprocess_checkpoint(
     compression = asdict(settings.compression) | {"budgets": None}
     compressed, compressing = {}, []
     for budget in compress_at:
-        done = _read_json(f"{work}/compression/budget-{budget}.json")
+        done = read_json(f"{work}/compression/budget-{budget}.json")
         if done is not None and done["policy"] == policies[budget, "optimal"] and done["settings"] == compression:
             compressed[budget] = done
         else:
@@ -178,7 +171,7 @@ def postprocess_checkpoint(
                 checkpoint, data, budget, policies[budget, "optimal"], compression, seed, work))
     for budget in budgets:
         wanted = {name: starts for (b, name), starts in policies.items() if b == budget}
-        done = _read_json(f"{work}/budgets/budget-{budget}.json")
+        done = read_json(f"{work}/budgets/budget-{budget}.json")
         if done is not None and done["policies"] == wanted:
             results[budget] = done
         else:

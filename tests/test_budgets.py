@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+import ardm.budgets as budgets_module
 from ardm.budgets import (
     COLUMNS,
     budget_curve,
@@ -119,15 +120,24 @@ def test_sampler_takes_dp_policies(trained_digits):
     assert out.shape == (3, 1, 8, 8) and int(out.max()) < 17
 
 
-def test_budgets_command(trained_digits, tmp_path, capsys):
+def test_budgets_command(trained_digits, tmp_path, capsys, monkeypatch):
 
     model, _ = trained_digits
     ckpt = checkpoint_of(model, tmp_path / "c.pt")
     args = ["budgets", "--checkpoint", str(ckpt), "--data", "digits", "--max-images", "30", "--budgets", "2,8,64",
             "--samples-per-step", "2", "--samples", "4", "--out", str(tmp_path / "out")]
     assert main(args) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "full-step ELBO" in printed and "optimal" in printed and "naive" in printed
+    # stderr is no terminal here: one plain line per finished unit, naming its work; no carriage returns.
+    lines = captured.err.splitlines()
+    assert "\r" not in captured.err
+    assert any(line.startswith("step table on train images, 64 steps: ") and "done in" in line for line in lines)
+    for budget in ("budget 64 calls, policy optimal = naive: ", "budget 8 calls, policy optimal: ",
+                   "budget 8 calls, policy naive: ", "sample grid, budget 8 calls, policy optimal: "):
+        assert sum(line.startswith(budget) and "done in" in line for line in lines) == 1, (budget, lines)
+    assert not (tmp_path / "out" / "samples_budget_64.png").exists()  # the full budget's grid: `ardm sample`
     for name in ("step_table.parquet", "budget_bpd.parquet", "budget_bpd.csv", "budget_bpd.png", "policies.json",
                  "samples_budget_8.png"):
         assert (tmp_path / "out" / name).is_file(), name
@@ -143,6 +153,67 @@ def test_budgets_command(trained_digits, tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "bad").exists()
+
+
+def test_budgets_command_resumes_into_the_same_out(trained_digits, tmp_path, capsys, monkeypatch):
+    """A rerun into the same --out measures nothing again and gives the same rows; a deleted budget
+    file is measured again, alone; --quiet prints no progress at all."""
+    model, _ = trained_digits
+    ckpt = checkpoint_of(model, tmp_path / "c.pt")
+    out = tmp_path / "out"
+    args = ["budgets", "--checkpoint", str(ckpt), "--data", "digits", "--max-images", "20", "--budgets", "4,16,64",
+            "--samples-per-step", "2", "--samples", "2", "--out", str(out)]
+    measured = []
+    real = budgets_module.measure_budget
+    monkeypatch.setattr(budgets_module, "measure_budget",
+                        lambda *a, **k: measured.append(sum(map(len, next(iter(a[2].values()))))) or real(*a, **k))
+    assert main(args) == 0
+    assert sorted(measured) == [4, 16, 64]
+    rows = pq.read_table(out / "budget_bpd.parquet").to_pylist()
+    kept = ["step_table.parquet", "budgets/budget-4.json", "budgets/budget-16.json", "budgets/budget-64.json",
+            "samples_budget_4.png", "samples_budget_16.png"]
+    stamps = {name: (out / name).stat().st_mtime_ns for name in kept}
+    capsys.readouterr()
+
+    measured.clear()
+    assert main([*args, "--quiet"]) == 0
+    assert measured == [] and capsys.readouterr().err == ""
+    assert {name: (out / name).stat().st_mtime_ns for name in kept} == stamps
+    assert pq.read_table(out / "budget_bpd.parquet").to_pylist() == rows
+
+    (out / "budgets" / "budget-16.json").unlink()
+    assert main(args) == 0
+    assert measured == [16]
+    err = capsys.readouterr().err
+    assert "budget 64 calls: measured before, reusing" in err and "step table: estimated before, reusing" in err
+    assert {n: (out / n).stat().st_mtime_ns == t for n, t in stamps.items()} == {
+        n: n not in ("budgets/budget-16.json", "samples_budget_16.png") for n in kept}
+    assert pq.read_table(out / "budget_bpd.parquet").to_pylist() == rows
+
+
+def test_an_interrupted_curve_keeps_each_budget_measured_so_far(trained_digits, tmp_path):
+    model, images = trained_digits
+    table = estimate_step_table(model, images[:20], samples_per_step=2, seed=0)
+
+    class Stop(Exception):
+        pass
+
+    def stop(budget, estimates):
+        raise Stop(budget)
+
+    with pytest.raises(Stop):
+        budget_curve(model, table, images[:12], [2, 8], cache=tmp_path, on_budget=stop)
+    assert [p.name for p in tmp_path.iterdir()] == ["budget-64.json"]  # the full budget is measured first
+    measured = []
+    curve = budget_curve(model, table, images[:12], [2, 8], cache=tmp_path,
+                         on_budget=lambda budget, estimates: measured.append(budget))
+    assert measured == [8, 2] and sorted(p.name for p in tmp_path.iterdir()) == [
+        "budget-2.json", "budget-64.json", "budget-8.json"]
+    assert curve.rows == budget_curve(model, table, images[:12], [2, 8]).rows
+    # Other measured images (or settings) are not the cached ones: measured afresh.
+    measured.clear()
+    budget_curve(model, table, images[12:24], [2], cache=tmp_path, on_budget=lambda b, e: measured.append(b))
+    assert measured == [64, 2]
 
 
 def test_budget_specs_resolve_to_total_calls():

@@ -25,14 +25,17 @@ def test_shipped_config_validates():
 def test_train_evaluate_sample_end_to_end(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", str(ROOT / "configs" / "photos8.yaml"), *TINY, "--set", f"output={out}"]) == 0
-    line = capsys.readouterr().out
+    captured = capsys.readouterr()
+    line = captured.out
     assert "digits" in line and "test" in line and "bpd" in line
+    assert "train steps: 6/6 done in" in captured.err and "negative ELBO of 20 test images: 1/1 done" in captured.err
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 6 and metrics["generation_steps"] == 3 * 64  # K=17, b=4: S=3, D=64
     assert (out / "checkpoint.pt").is_file() and (out / "samples.png").is_file()
     assert len((out / "train_log.jsonl").read_text().splitlines()) >= 1
-    # Running again resumes the finished run instead of training from scratch.
-    assert main(["train", str(ROOT / "configs" / "photos8.yaml"), *TINY, "--set", f"output={out}"]) == 0
+    # Running again resumes the finished run instead of training from scratch, and says so.
+    assert main(["train", str(ROOT / "configs" / "photos8.yaml"), *TINY, "--set", f"output={out}", "--quiet"]) == 0
+    assert capsys.readouterr().err == f"resumed from step 6 of 6 (checkpoint {out / 'checkpoint.pt'})\n"
     assert json.loads((out / "metrics.json").read_text())["train_bpd"] == metrics["train_bpd"]
     ckpt = str(out / "checkpoint.pt")
     assert main(["evaluate", "--checkpoint", ckpt, "--data", "digits", "--max-images", "10"]) == 0

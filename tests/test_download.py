@@ -14,6 +14,7 @@ import pytest
 
 from ardm.data import DataError, download, fetch, load_dataset, parse_spec, write_cifar10_archive
 from ardm.data.download import SOURCES, Source, cache_dir, source_url
+from ardm.progress import PlainProgress
 
 
 class _Server:
@@ -180,11 +181,11 @@ def test_interrupted_download_leaves_nothing(server, cache, archive, monkeypatch
     body, md5, _, _ = archive
     server.files["/c.tar.gz"] = body
 
-    class Interrupting(download.tqdm):
-        def update(self, n: float | None = 1) -> bool | None:
+    class Interrupting(PlainProgress):
+        def update(self, n: int = 1) -> None:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(download, "tqdm", Interrupting)
+    monkeypatch.setattr(download, "progress_bar", lambda **options: Interrupting(None, options["desc"], None))
     with pytest.raises(KeyboardInterrupt):
         fetch(f"{server.base}/c.tar.gz", md5, "c.tar.gz", cache)
     assert _files(cache) == []

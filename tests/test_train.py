@@ -32,12 +32,14 @@ def _config(steps, **kw):
                        log_every=2, **kw)
 
 
-def test_resume_gives_the_same_parameters_as_one_run(tmp_path):
+def test_resume_gives_the_same_parameters_as_one_run(tmp_path, capsys):
     straight = train(_fresh(), _images(), _config(7), checkpoint_path=tmp_path / "a.pt", progress=False)
     train(_fresh(), _images(), _config(3), checkpoint_path=tmp_path / "b.pt", progress=False)
+    assert capsys.readouterr().err == ""
     # A different initialisation proves that everything comes from the checkpoint.
     resumed = train(_fresh(seed=99), _images(), _config(7), checkpoint_path=tmp_path / "b.pt",
                     resume_from=tmp_path / "b.pt", progress=False)
+    assert capsys.readouterr().err == f"resumed from step 3 of 7 (checkpoint {tmp_path / 'b.pt'})\n"
     assert resumed.step == straight.step == 7
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
@@ -45,6 +47,14 @@ def test_resume_gives_the_same_parameters_as_one_run(tmp_path):
         assert torch.equal(a, b)
     saved = load_checkpoint(tmp_path / "b.pt")
     assert saved["step"] == 7 and {"model", "ema", "optimizer", "rng", "model_spec"} <= set(saved)
+
+
+def test_progress_without_a_terminal_is_one_line_per_logged_window(capsys):
+    """stderr is no terminal under capsys: whole lines naming the work, no carriage-return frames."""
+    train(_fresh(), _images(), _config(4), progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" bpd=")[0] for line in lines[:2]] == ["train steps: 2/4", "train steps: 4/4"]
+    assert lines[2].startswith("train steps: 4/4 done in") and len(lines) == 3
 
 
 def test_training_changes_with_the_seed(tmp_path):

@@ -20,10 +20,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from ardm.data.cifar import ARCHIVE_NAME, CIFAR10_MD5
 from ardm.data.dataset import DataError
+from ardm.progress import progress as progress_bar
 
 CACHE_ENV = "ARDM_CACHE"
 MIRROR_ENV = "ARDM_MIRROR"
@@ -89,9 +88,10 @@ def fetch(
     """<cache>/<name>, downloaded from `url` unless it is already there with the expected md5.
 
     cache: the destination folder (default cache_dir(); created if missing). md5: expected hex digest of the
-    file, or None to accept any content (a present file is then used as it is). progress: a tqdm bar named
-    after the file, on stderr. Raises DataError "<url>: <reason>" (one line) on any failure, leaving neither
-    a partial nor a temporary file behind; an existing file is only ever replaced by a complete, checked one.
+    file, or None to accept any content (a present file is then used as it is). progress: a progress bar named
+    after the file, on stderr (ardm.progress). Raises DataError "<url>: <reason>" (one line) on any failure,
+    leaving neither a partial nor a temporary file behind; an existing file is only ever replaced by a complete,
+    checked one.
     """
     folder = Path(cache).expanduser() if cache is not None else cache_dir()
     target = folder / name
@@ -130,9 +130,8 @@ def _download(url: str, out, name: str, progress: bool) -> str:
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
         received = 0
-        with tqdm(
-            total=total, desc=f"download {name}", unit="B", unit_scale=True, unit_divisor=1024,
-            disable=not progress, mininterval=1.0,
+        with progress_bar(
+            total=total, desc=f"download {name}", enabled=progress, unit="B", unit_scale=True, unit_divisor=1024
         ) as bar:
             for chunk in iter(lambda: response.read(CHUNK), b""):
                 out.write(chunk)
