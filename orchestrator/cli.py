@@ -193,14 +193,33 @@ def cmd_postprocess(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from orchestrator.report import build_report, latest_sweep
 
-    uri = resolve_tracking_uri(args.tracking_uri)
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///").split("?")[0]).is_file():
-        raise TrackingError(f"{uri}: no MLflow store there (give --tracking-uri, or set MLFLOW_TRACKING_URI)")
-    check_tracking(uri)
-    tracker = SweepTracker(uri, args.experiment, create=False)
+    tracker = SweepTracker(_existing_store(args.tracking_uri), args.experiment, create=False)
     parent = args.sweep_run or latest_sweep(tracker)
     report = build_report(tracker, parent, Path(args.out or Path("reports", args.experiment)), log=not args.no_log)
     print(f"{len(report.rows)} trial(s); report: {report.html}")
+    return 0
+
+
+def _existing_store(tracking_uri: str | None) -> str:
+    """The tracking URI in the usual order, checked to name a store that exists and answers."""
+    uri = resolve_tracking_uri(tracking_uri)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///").split("?")[0]).is_file():
+        raise TrackingError(f"{uri}: no MLflow store there (give --tracking-uri, or set MLFLOW_TRACKING_URI)")
+    check_tracking(uri)
+    return uri
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from orchestrator.listing import experiment_rows, format_rows, trial_rows
+
+    uri = _existing_store(args.tracking_uri)
+    if args.experiment is None:
+        print(format_rows(experiment_rows(uri), ["experiment", "id", "sweeps"]))
+        return 0
+    rows = trial_rows(SweepTracker(uri, args.experiment, create=False))
+    for r in rows:
+        r["test bpd"] = None if r["test_bpd"] is None else f"{r['test_bpd']:.4f} ± {r['test_bpd_stderr']:.4f}"
+    print(format_rows(rows, ["trial", "status", "test bpd", "run_id", "checkpoint"]))
     return 0
 
 
@@ -303,6 +322,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="output folder (default: reports/<experiment>)")
     r.add_argument("--no-log", action="store_true", help="do not log the report to the sweep's MLflow run")
     r.set_defaults(func=cmd_report)
+
+    runs = sub.add_parser("runs", help="list the store's experiments, or one experiment's trials with status, "
+                          "test bpd, run id and checkpoint (any of them works as --checkpoint)")
+    runs.add_argument("experiment", nargs="?", help="an experiment (default: list the experiments)")
+    runs.add_argument("--tracking-uri", help=TRACKING_URI_HELP)
+    runs.set_defaults(func=cmd_runs)
 
     add_compress_parsers(sub)
 
