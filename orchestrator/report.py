@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
+from ardm.budgets import format_calls_axis
 from orchestrator import names
 from orchestrator.findings import PAPER_CIFAR10, findings
 from orchestrator.tracking import FAILURE_REASON_TAG, ROLE_TAG, TRIAL_TAG, SweepTracker, TrackingError
@@ -354,7 +355,6 @@ def plot_report(report: Report, path: Path, title: str) -> Path:
 
     matplotlib.use("Agg")  # headless: no display on the driver or CI
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     fig, ax = plt.subplots(figsize=(7.2, 4.6))
     for i, r in enumerate(report.rows):
@@ -375,11 +375,7 @@ def plot_report(report: Report, path: Path, title: str) -> Path:
         if full:
             ax.plot([full[0][0]], [full[0][1]], marker="*", ms=13, color=f"C{i}", ls="none",
                     label=f"{r['configuration']} all steps {full[0][1]:.3f}")
-    ax.set_xscale("log")
-    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(ScalarFormatter())
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("network calls (total)")
+    format_calls_axis(ax)
     ax.set_ylabel("bits per dimension (test)")
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
