@@ -191,12 +191,14 @@ def cmd_postprocess(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from orchestrator.report import build_report, latest_sweep
+    from orchestrator.report import build_report, default_folder, latest_sweep
 
     tracker = SweepTracker(_existing_store(args.tracking_uri), args.experiment, create=False)
     parent = args.sweep_run or latest_sweep(tracker)
-    report = build_report(tracker, parent, Path(args.out or Path("reports", args.experiment)), log=not args.no_log)
+    report = build_report(tracker, parent, Path(args.out or default_folder(tracker, parent)), log=args.log)
     print(f"{len(report.rows)} trial(s); report: {report.html}")
+    if args.log:
+        print(f"logged to the sweep's MLflow run {parent} under report/")
     return 0
 
 
@@ -319,8 +321,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("experiment", help="MLflow experiment (the sweep's name unless tracking.experiment was set)")
     r.add_argument("--tracking-uri", help=TRACKING_URI_HELP)
     r.add_argument("--sweep-run", help="the sweep's parent run id (default: the experiment's latest sweep)")
-    r.add_argument("--out", help="output folder (default: reports/<experiment>)")
-    r.add_argument("--no-log", action="store_true", help="do not log the report to the sweep's MLflow run")
+    r.add_argument("--out", help="output folder (default: the sweep's report folder, <storage>/<sweep>/report, "
+                   "or reports/<sweep> for object storage)")
+    r.add_argument("--log", action="store_true", help="also log the report to the sweep's MLflow run (replacing it)")
     r.set_defaults(func=cmd_report)
 
     runs = sub.add_parser("runs", help="list the store's experiments, or one experiment's trials with status, "

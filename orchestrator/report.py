@@ -57,6 +57,21 @@ class Report:
         return self.folder / "report.html"
 
 
+def report_folder(storage_path: str, sweep_name: str) -> Path:
+    """A sweep report's local folder: <storage>/<sweep>/report when the storage is local, else
+    ./reports/<sweep> (an object store is no folder to write a report into)."""
+    if "://" in storage_path:
+        return Path("reports", sweep_name).absolute()
+    return Path(storage_path, sweep_name, "report")
+
+
+def default_folder(tracker: SweepTracker, parent_id: str) -> Path:
+    """Where `ardm report` writes by default: the sweep's own report folder, from its run's params."""
+    params = tracker.client.get_run(parent_id).data.params
+    name = params.get("sweep.name", tracker.experiment)
+    return report_folder(params.get("storage.path", "://"), name)
+
+
 def latest_sweep(tracker: SweepTracker) -> str:
     """The run id of the experiment's most recent sweep (parent) run."""
     runs = tracker.client.search_runs([tracker.experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'sweep'",

@@ -31,7 +31,7 @@ from ardm.storage import filesystem, write_atomic
 from orchestrator.cluster import connect_ray
 from orchestrator.config import Sweep, SweepConfig, check_budgets_fit, check_data, resolve, trial_label
 from orchestrator.lock import acquire
-from orchestrator.report import Report, build_report
+from orchestrator.report import Report, build_report, report_folder
 from orchestrator.sync import sweep_outbox
 from orchestrator.tracking import SweepTracker, TrackingError, check_tracking, resolve_tracking_uri
 from orchestrator.tracking_errors import redact
@@ -161,7 +161,8 @@ def _run_locked(sweep: Sweep, uri: str, resume: bool, verbose: bool) -> SweepOut
         )
     results = tuner.fit()  # returns (state saved) on SIGINT too: unfinished trials tell
     unfinished = [r for r in results if r.error is None and "checkpoint_path" not in (r.metrics or {})]
-    report = finish_sweep(tracker, parent_id, results, report_folder(cfg), str(sweep.path), len(unfinished))
+    report = finish_sweep(tracker, parent_id, results, report_folder(cfg.storage.path, cfg.sweep.name),
+                          str(sweep.path), len(unfinished))
     return SweepOutcome(results=results, report=report, interrupted=bool(unfinished))
 
 
@@ -173,13 +174,6 @@ class SweepOutcome:
     results: tune.ResultGrid
     report: Report | None
     interrupted: bool = False
-
-
-def report_folder(cfg: SweepConfig) -> Path:
-    """The sweep report's local folder: in the sweep's storage when that is local, else ./reports/<sweep>."""
-    if "://" in cfg.storage.path:
-        return Path("reports", cfg.sweep.name).absolute()
-    return Path(sweep_root(cfg), "report")
 
 
 def finish_sweep(

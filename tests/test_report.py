@@ -119,8 +119,17 @@ def test_report_rows_equal_the_runs_metrics_and_show_every_trial(sweep, tmp_path
 
 def test_report_cli_and_errors(sweep, tmp_path, capsys):
     uri = default_tracking_uri(tmp_path)
-    assert main(["report", "report-test", "--tracking-uri", uri, "--out", str(tmp_path / "cli"), "--no-log"]) == 0
+    assert main(["report", "report-test", "--tracking-uri", uri, "--out", str(tmp_path / "cli")]) == 0
     assert str(tmp_path / "cli" / "report.html") in capsys.readouterr().out
+    tracker = SweepTracker(uri, "report-test")
+    parent = tracker.client.search_runs([tracker.experiment_id], "tags.`ardm.role` = 'sweep'")[0].info.run_id
+    assert not tracker.client.list_artifacts(parent, "report")  # not logged unless asked
+    # By default it writes where the sweep wrote it: <storage>/<sweep>/report, from the sweep run's params.
+    tracker.client.log_param(parent, "storage.path", str(tmp_path / "storage"))
+    assert main(["report", "report-test", "--tracking-uri", uri, "--log"]) == 0
+    out = capsys.readouterr().out
+    assert str(tmp_path / "storage" / "report-test" / "report" / "report.html") in out
+    assert f"logged to the sweep's MLflow run {parent}" in out and tracker.client.list_artifacts(parent, "report")
     assert main(["report", "nope", "--tracking-uri", uri]) == 2
     err = capsys.readouterr().err
     assert "no experiment named 'nope'" in err and len(err.strip().splitlines()) == 1
