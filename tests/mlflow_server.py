@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-START_TIMEOUT_S = 300.0  # a safety net, not a speed check: a loaded 2-core CI machine needs minutes to migrate the store
+START_TIMEOUT_S = 300.0  # a safety net, not a speed check: a loaded 2-core machine needs minutes to migrate
 STOP_TIMEOUT_S = 10.0
 
 
