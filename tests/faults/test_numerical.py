@@ -80,8 +80,9 @@ def test_train_command_stops_on_overflow_and_keeps_the_last_checkpoint(tmp_path:
     [
         # Adam moves every weight by about 1e20 at once: the next loss is finite, its gradient is not.
         ({"learning_rate": 1e20}, None, 2, r"loss=[0-9.e+]+, grad_norm=inf"),
-        # The cross-entropy term times 3e38 exceeds float32 at the first step: nothing to keep yet.
-        ({"ce_weight": 3e38}, None, 1, r"loss=inf, grad_norm=\w+"),
+        # The cross-entropy term (bits summed over the unseen variables / D) times 3e39 exceeds float32 at the
+        # first step: nothing to keep yet.
+        ({"ce_weight": 3e39}, None, 1, r"loss=inf, grad_norm=\w+"),
         # A weight set to +inf right after the checkpoint of step 2 was written (as a bad update would).
         ({}, 2, 3, r"loss=(nan|inf), grad_norm=\w+"),
     ],
