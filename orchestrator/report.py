@@ -255,10 +255,9 @@ def _compression_table(report: Report) -> tuple[list[str], list[list[str]]]:
     header = ["configuration", "calls", "per stage", "ARDM (rANS)", "measured bpd", "PNG", "WebP-lossless"]
     cells = []
     for r in report.rows:
-        for key in sorted((k for k in r if k.startswith("compressed_bpd_") and r[k] is not None),
-                          key=lambda k: int(k.rsplit("_", 1)[1])):
-            b = int(key.rsplit("_", 1)[1])
-            cells.append([r["configuration"], str(b), _per_stage(b, r["num_stages"]), _cell(r[key]),
+        coded = {int(found[1]): r[k] for k in r if (found := _COMPRESSED_METRIC.match(k)) and r[k] is not None}
+        for b, bpd in sorted(coded.items()):
+            cells.append([r["configuration"], str(b), _per_stage(b, r["num_stages"]), _cell(bpd),
                           _cell(r.get(f"bpd_budget_{b}"), r.get(f"bpd_budget_{b}_stderr")),
                           _cell(r["png_bpd"]), _cell(r["webp_lossless_bpd"])])
     return header, cells
