@@ -40,6 +40,9 @@ from mlflow_server import MlflowServer
 # What a call that tries the dead server costs: one request, retried FAIL_FAST_RETRIES times (MLflow alone would
 # retry 7 times with backoff, for minutes).
 FAIL_FAST_ATTEMPTS = 1 + FAIL_FAST_RETRIES
+# The first call after the kill may spend its first attempt on a pooled keep-alive connection (no new
+# connection to count); the failure drops the pool, so later tries open every connection anew.
+FIRST_TRY = (FAIL_FAST_ATTEMPTS - 1, FAIL_FAST_ATTEMPTS)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +107,7 @@ def test_outage_mid_run_keeps_calls_and_delivers_them_when_the_server_returns(
             tried.append(len(attempts) - before)
             clock.advance(0.2)  # some calls fall in the retry interval, some try the dead server again
         # At 0.0 s and 0.6 s the server is tried (and fails fast); at 0.2, 0.4 and 0.8 s it is not.
-        assert tried == [FAIL_FAST_ATTEMPTS, 0, 0, FAIL_FAST_ATTEMPTS, 0]
+        assert tried[1:] == [0, 0, FAIL_FAST_ATTEMPTS, 0] and tried[0] in FIRST_TRY
         assert {a.timeout for a in attempts} == {FAIL_FAST_TIMEOUT_S}
         tracker.set_tags(run, {"ardm.note": "kept"})
         assert not tracker.flush()  # what the sweep does at its end: the calls stay kept
@@ -149,7 +152,7 @@ def test_ardm_sync_delivers_what_the_workers_kept_when_the_server_did_not_return
             to_mlflow({"train_bpd": 3.0 - step / 10, "grad_norm": float(step)}, step)
             tried.append(len(attempts) - before)
         # The clock stands still: only the first call tries the server, the others are within the retry interval.
-        assert tried == [FAIL_FAST_ATTEMPTS, 0, 0]
+        assert tried[1:] == [0, 0] and tried[0] in FIRST_TRY
         assert {a.timeout for a in attempts} == {FAIL_FAST_TIMEOUT_S}
     assert not to_mlflow.warned
     checkpoint = tmp_path / "scratch" / "checkpoint.pt"
