@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +26,7 @@ from ardm.tables import TABLE_SPLIT, estimate_step_table, reusable_table, table_
 from ardm.train import NonFiniteLossError
 from orchestrator.compress_cli import add_compress_parsers
 from orchestrator.config import PostprocessSection, check_budgets_fit, check_data, load_sweep, trial_label
+from orchestrator.forward import add_forward_arguments, run_forward
 from orchestrator.launcher import add_install_launcher_arguments, run_install_launcher
 from orchestrator.lock import SweepBusyError
 from orchestrator.models import local_checkpoint
@@ -114,7 +116,10 @@ def cmd_budgets(args: argparse.Namespace) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
-    sweep = load_sweep(args.file, args.set)
+    file = Path(args.file).absolute()
+    if args.base_dir:  # relative paths of the sweep then lie there (see orchestrator/submit.py)
+        os.chdir(Path(args.base_dir).expanduser())
+    sweep = load_sweep(file, args.set)
     if args.dry_run:
         shape, num_classes = check_data(sweep)  # reads the data, so a dry run catches what the driver would
         check_budgets_fit(sweep, shape, num_classes)
@@ -292,6 +297,9 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field")
     w.add_argument("--resume", action="store_true", help="continue an interrupted sweep from its storage")
     w.add_argument("--dry-run", action="store_true", help="validate and list the trials; start nothing")
+    w.add_argument("--base-dir", metavar="DIR", help="resolve the sweep's relative paths (storage.path, the default "
+                   "SQLite tracking file, data files) against DIR instead of the current folder (ardm submit "
+                   "passes ~, the head's home, as ray submit runs there)")
     w.add_argument("-v", "--verbose", action="store_true",
                    help="also show the Ray workers' output (each training report, Ray's internal warnings)")
     w.set_defaults(func=cmd_sweep)
@@ -341,6 +349,11 @@ def parser() -> argparse.ArgumentParser:
     j = sub.add_parser("submit", help="run a sweep on a Ray cluster as a Ray job (Ray's job submission API)")
     add_submit_arguments(j)
     j.set_defaults(func=run_submit)
+
+    forward = sub.add_parser("forward", help="hold SSH tunnels to a cluster head's Ray dashboard and MLflow server "
+                             "(they listen on the cluster's private network only) until Ctrl-C")
+    add_forward_arguments(forward)
+    forward.set_defaults(func=run_forward)
 
     i = sub.add_parser("install-launcher", help="make `python SWEEP.yaml ARGS` run `ardm sweep` (for ray submit)")
     add_install_launcher_arguments(i)

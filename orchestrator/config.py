@@ -331,15 +331,19 @@ def resolve(raw: dict, values: dict[tuple[str, ...], Any]) -> dict:
     return out
 
 
-def absolute_storage(raw: dict) -> None:
-    """Make a local storage path absolute against the working directory (in place), so trials on
-    any node and a resumed sweep agree, wherever the sweep file lies."""
+def absolute_storage(raw: dict, base_dir: str | None = None) -> None:
+    """Make a local storage path absolute (in place) against `base_dir` (default: the working directory),
+    so trials on any node and a resumed sweep agree, wherever the sweep file lies. A `base_dir` of
+    another machine (`~` of the head, for `ardm submit`) is joined as written, not expanded here."""
     storage = raw.setdefault("storage", {})
     if not isinstance(storage, dict):
         return
     path = storage.get("path", StorageSection.path)
     if isinstance(path, str) and "://" not in path:
-        storage["path"] = str(Path(path).expanduser().absolute())
+        if base_dir is None:
+            storage["path"] = str(Path(path).expanduser().absolute())
+        elif not (path.startswith(("/", "~"))):
+            storage["path"] = f"{base_dir.rstrip('/')}/{path.removeprefix('./')}"
 
 
 def expand_data_shorthand(raw: dict) -> None:
@@ -352,8 +356,9 @@ def expand_data_shorthand(raw: dict) -> None:
         raw["data"] = {"spec": data}
 
 
-def load_sweep(path: str | Path, overrides: list[str] = ()) -> Sweep:
-    """Read, override and validate a sweep file; ConfigError names FILE: FIELD.PATH on any problem."""
+def load_sweep(path: str | Path, overrides: list[str] = (), base_dir: str | None = None) -> Sweep:
+    """Read, override and validate a sweep file; ConfigError names FILE: FIELD.PATH on any problem.
+    base_dir: what a relative storage.path is relative to (absolute_storage)."""
     path = Path(path)
     raw = read_yaml(path)
     try:
@@ -365,7 +370,7 @@ def load_sweep(path: str | Path, overrides: list[str] = ()) -> Sweep:
         for assignment in overrides:
             apply_override(raw, assignment, SweepConfig)
         expand_data_shorthand(raw)  # and --set data=SPEC
-        absolute_storage(raw)
+        absolute_storage(raw, base_dir)
         spaces = find_spaces(raw, hint=SweepConfig)
         firsts = {p: s.values[0] for p, s in spaces.items()}
         base = build(SweepConfig, resolve(raw, firsts))

@@ -2,8 +2,10 @@
 
 The alternative to `ray submit cluster.yaml sweeps/x.yaml` (see orchestrator/launcher.py) through Ray's Job
 Submission API: the sweep file alone is uploaded as the job's working_dir and the job's entrypoint is
-`ardm sweep x.yaml --set ...`, run by the cluster's job server on the head node, where the project is
-installed (cluster.yaml). The job outlives the submitting laptop; `ray job logs --follow` reattaches.
+`ardm sweep x.yaml --base-dir ~ --set ...`, run by the cluster's job server on the head node, where the
+project is installed (cluster.yaml). The job server listens on the head's private address only: `ardm
+submit` reaches it through an SSH tunnel it opens and closes itself (orchestrator/forward.py). The job
+outlives the submitting laptop; `ray job logs --follow` reattaches (through `ardm forward cluster.yaml`).
 
 Ray is imported only when a job is really submitted, so the CLI can add these arguments cheaply.
 """
@@ -19,9 +21,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+from orchestrator.forward import (
+    DASHBOARD_PORT,
+    ForwardError,
+    first_line,
+    forwarded,
+    free_local_port,
+    head_login,
+    private_address,
+)
 from orchestrator.launcher import is_sweep_file
 
-DASHBOARD_PORT = 8265
+# Where relative paths of a submitted sweep lie on the head: its home, as with `ray submit`.
+HEAD_BASE_DIR = "~"
 
 
 class SubmitError(Exception):
@@ -37,38 +49,30 @@ class JobFailedError(Exception):
         super().__init__(f"job {job_id} ended {status}{detail}" + (f": {message}" if message else ""))
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
-def head_dashboard_address(cluster_yaml: str) -> str:
-    """`http://<head ip>:8265`, the Ray dashboard (and job server) of the cluster that `ray up cluster_yaml` made.
-
-    Raises SubmitError naming the cluster file when it is missing or its head node cannot be found.
-    """
-    path = Path(cluster_yaml)
-    if not path.is_file():
-        raise SubmitError(f"{cluster_yaml}: no such cluster config file")
-    try:
-        from ray.autoscaler.sdk import get_head_node_ip
-
-        ip = get_head_node_ip(str(path))
-    except (Exception, SystemExit) as err:  # provider errors, no running head, Ray's cli_logger.abort
-        raise SubmitError(f"{cluster_yaml}: cannot find the cluster's head node ({_first_line(err)}); "
-                          f"is the cluster up (`ray up {cluster_yaml}`)?") from err
-    if not ip:
-        raise SubmitError(f"{cluster_yaml}: the cluster's head node has no IP address yet; is it up?")
-    return f"http://{ip}:{DASHBOARD_PORT}"
-
-
 def _normalize_address(address: str) -> str:
     return address if "://" in address else f"http://{address}"
 
 
+def check_sweep(sweep_file: str, overrides: list[str]) -> str:
+    """Validate the sweep file here, so a malformed one fails before anything is uploaded; return where its
+    results go, as seen on the head: the storage folder (a relative storage.path lies under the head's home,
+    see sweep_entrypoint) and the MLflow tracking store."""
+    from ardm.config import ConfigError
+    from orchestrator.config import load_sweep
+
+    try:
+        cfg = load_sweep(sweep_file, overrides, base_dir=HEAD_BASE_DIR).base
+    except ConfigError as err:
+        raise SubmitError(str(err)) from err
+    tracking = cfg.tracking.uri or "the head's $MLFLOW_TRACKING_URI (cluster.yaml: its MLflow server)"
+    return f"storage {cfg.storage.path}/{cfg.sweep.name}, MLflow {tracking}"
+
+
 def sweep_entrypoint(file_name: str, overrides: list[str], resume: bool = False, dry_run: bool = False) -> str:
-    """The job's shell command: `ardm sweep FILE --set K=V ... [--resume] [--dry-run]`, each word shell-quoted."""
-    words = ["ardm", "sweep", file_name]
+    """The job's shell command: `ardm sweep FILE --base-dir ~ --set K=V ... [--resume] [--dry-run]`, each word
+    shell-quoted. The job runs in a temporary working directory that Ray deletes: relative paths of the sweep
+    are resolved against the head's home instead, as `ray submit` does."""
+    words = ["ardm", "sweep", file_name, "--base-dir", HEAD_BASE_DIR]
     for override in overrides:
         words += ["--set", override]
     words += ["--resume"] * resume + ["--dry-run"] * dry_run
@@ -82,26 +86,29 @@ def _job_client(address: str) -> Any:
         return JobSubmissionClient(address)
     except Exception as err:
         raise SubmitError(
-            f"cannot reach Ray's job server at {address} ({_first_line(err)}); its port {DASHBOARD_PORT} is "
-            f"usually not open to your machine: run `ray dashboard CLUSTER.yaml` in another terminal and pass "
-            f"--address http://127.0.0.1:{DASHBOARD_PORT}") from err
+            f"cannot reach Ray's job server at {address} ({first_line(err)}); without --address, `ardm submit` "
+            f"opens an SSH tunnel to the head itself (`ardm forward CLUSTER.yaml` keeps one open at "
+            f"http://127.0.0.1:{DASHBOARD_PORT})") from err
 
 
 def submit_sweep(address: str, sweep_file: str, overrides: list[str], wait: bool = False, *,
-                 resume: bool = False, dry_run: bool = False, client: Any = None, agent_wait_s: float = 60.0) -> str:
+                 resume: bool = False, dry_run: bool = False, client: Any = None, agent_wait_s: float = 60.0,
+                 follow_hint: str | None = None) -> str:
     """Submit `ardm sweep <sweep_file's name> --set ...` as a Ray job at `address`; return the job id.
 
     The job's working_dir holds only a copy of the sweep file. With wait=True the job's logs are printed
     until it ends, and JobFailedError is raised unless it SUCCEEDED. resume/dry_run: pass `--resume` /
     `--dry-run` to `ardm sweep` (a dry run validates the file on the cluster and lists its trials). `client`:
     a JobSubmissionClient (made for `address` when None). A job server whose node agent is not ready yet
-    is asked again for up to `agent_wait_s` seconds.
+    is asked again for up to `agent_wait_s` seconds. follow_hint: how to reach the job server later, printed
+    with the follow-up commands when `address` is a tunnel that closes after this call.
     """
     path = Path(sweep_file)
     if not path.is_file():
         raise SubmitError(f"{sweep_file}: no such sweep file")
     if not is_sweep_file(path):
         raise SubmitError(f"{sweep_file}: not a sweep file (a .yaml/.yml file with a top-level 'sweep:' section)")
+    results = check_sweep(sweep_file, list(overrides))
     address = _normalize_address(address)
     if client is None:
         client = _job_client(address)
@@ -121,11 +128,15 @@ def submit_sweep(address: str, sweep_file: str, overrides: list[str], wait: bool
                     time.sleep(1.0)
                     continue
                 raise SubmitError(f"{sweep_file}: the job server at {address} refused the job: "
-                                  f"{_first_line(err)}") from err
+                                  f"{first_line(err)}") from err
+    later = f"http://127.0.0.1:{DASHBOARD_PORT}" if follow_hint else address
     print(f"submitted {path.name} as Ray job {job_id}: {entrypoint}")
-    print(f"  follow its logs: ray job logs --follow --address {address} {job_id}")
-    print(f"  its status:      ray job status --address {address} {job_id}")
-    print(f"  stop it:         ray job stop --address {address} {job_id}")
+    print(f"  results:         {results}")
+    if follow_hint:
+        print(f"  first, in another terminal: {follow_hint}")
+    print(f"  follow its logs: ray job logs --follow --address {later} {job_id}")
+    print(f"  its status:      ray job status --address {later} {job_id}")
+    print(f"  stop it:         ray job stop --address {later} {job_id}")
     if wait:
         wait_for_job(client, job_id)
     return job_id
@@ -171,16 +182,25 @@ def add_submit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true",
                         help="submit a job that only validates the sweep on the cluster and lists its trials")
     parser.add_argument("--wait", action="store_true", help="print the job's logs until it ends; its status is ours")
-    parser.add_argument("--address", help="job server URL instead of the cluster head's port 8265, e.g. "
-                                          "http://127.0.0.1:8265 while `ray dashboard cluster.yaml` runs")
+    parser.add_argument("--address", help="a job server URL you reach yourself (e.g. http://127.0.0.1:8265 while "
+                                          "`ardm forward cluster.yaml` runs) instead of the SSH tunnel to the head "
+                                          "that ardm submit opens and closes itself")
 
 
 def run_submit(args: argparse.Namespace) -> int:
     """`ardm submit`: 0 when submitted (or, with --wait, when the job SUCCEEDED); 2 on bad input; 1 if it failed."""
+    options = {"wait": args.wait, "resume": args.resume, "dry_run": args.dry_run}
     try:
-        address = args.address or head_dashboard_address(args.cluster)
-        submit_sweep(address, args.file, args.set, wait=args.wait, resume=args.resume, dry_run=args.dry_run)
-    except SubmitError as err:
+        if args.address:
+            submit_sweep(args.address, args.file, args.set, **options)
+        else:
+            check_sweep(args.file, args.set)  # a malformed sweep fails before the head is looked for
+            login = head_login(args.cluster)
+            port = free_local_port()
+            with forwarded(login, private_address(login), {port: DASHBOARD_PORT}):
+                submit_sweep(f"http://127.0.0.1:{port}", args.file, args.set, **options,
+                             follow_hint=f"ardm forward {args.cluster}")
+    except (SubmitError, ForwardError) as err:
         print(f"ardm: error: {err}", file=sys.stderr)
         return 2
     except JobFailedError as err:

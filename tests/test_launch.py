@@ -19,11 +19,11 @@ import pytest
 import yaml
 
 from orchestrator import launcher
+from orchestrator.forward import PRIVATE_ADDRESS_COMMAND
 from orchestrator.submit import (
     JobFailedError,
     SubmitError,
     add_submit_arguments,
-    head_dashboard_address,
     run_submit,
     submit_sweep,
     sweep_entrypoint,
@@ -106,7 +106,11 @@ def test_cluster_yaml_has_what_the_sweeps_need():
     ray_head = next(i for i, cmd in enumerate(start) if "ray start --head" in cmd)
     mlflow = next(i for i, cmd in enumerate(start) if "mlflow server" in cmd)
     assert ray_head < mlflow
-    assert "nohup mlflow server --host 0.0.0.0 --port 5000" in start[mlflow] and start[mlflow].rstrip().count("&")
+    # Both services bind the head's private address (the one `ardm forward` tunnels to), never every interface.
+    private = f"$({PRIVATE_ADDRESS_COMMAND})"
+    assert f'nohup mlflow server --host "{private}" --port 5000' in start[mlflow] and start[mlflow].rstrip().count("&")
+    assert f"--dashboard-host={private}" in start[ray_head]
+    assert "0.0.0.0" not in yaml.safe_dump(c)
     assert "sqlite:////mnt/shared/mlflow/mlflow.db" in start[mlflow]
     assert "--artifacts-destination /mnt/shared/mlflow/artifacts" in start[mlflow]
     assert any("$RAY_HEAD_IP:5000" in cmd for cmd in c["worker_start_ray_commands"])
@@ -355,15 +359,18 @@ def test_submit_sweep_uploads_only_the_sweep_file(capsys):
     (sub,) = client.submitted
     assert sub["files"] == {"demo.yaml": DEMO_SWEEP.read_text()}
     assert not Path(sub["runtime_env"]["working_dir"]).exists()
-    assert shlex.split(sub["entrypoint"]) == ["ardm", "sweep", "demo.yaml", "--set", "train.steps=5",
-                                              "--set", "sweep.name=a b"]
+    assert shlex.split(sub["entrypoint"]) == ["ardm", "sweep", "demo.yaml", "--base-dir", "~", "--set",
+                                              "train.steps=5", "--set", "sweep.name=a b"]
     out = capsys.readouterr().out
     assert "raysubmit_fake" in out
+    # The job's working directory is temporary: a relative storage.path lies under the head's home.
+    assert "results:         storage ~/runs/sweeps/a b, MLflow the head's $MLFLOW_TRACKING_URI" in out
     assert "ray job logs --follow --address http://127.0.0.1:8265 raysubmit_fake" in out
 
 
 def test_sweep_entrypoint_flags():
-    assert sweep_entrypoint("x.yaml", [], resume=True, dry_run=True) == "ardm sweep x.yaml --resume --dry-run"
+    assert sweep_entrypoint("x.yaml", [], resume=True, dry_run=True) == \
+        "ardm sweep x.yaml --base-dir '~' --resume --dry-run"
 
 
 def test_submit_sweep_wait_follows_logs_and_reports_failure(capsys):
@@ -384,22 +391,6 @@ def test_submit_sweep_refuses_files_that_are_not_sweeps(tmp_path):
     assert client.submitted == []
 
 
-def test_head_dashboard_address(monkeypatch, tmp_path):
-    import ray.autoscaler.sdk
-
-    monkeypatch.setattr(ray.autoscaler.sdk, "get_head_node_ip", lambda path: "203.0.113.7")
-    assert head_dashboard_address(str(CLUSTER)) == "http://203.0.113.7:8265"
-
-    def no_head(path):
-        raise RuntimeError("Head node of cluster (ardm) not found!\nmore")
-
-    monkeypatch.setattr(ray.autoscaler.sdk, "get_head_node_ip", no_head)
-    with pytest.raises(SubmitError, match=r"cluster.yaml: cannot find the cluster's head node \(Head node"):
-        head_dashboard_address(str(CLUSTER))
-    with pytest.raises(SubmitError, match="nope.yaml: no such cluster config file"):
-        head_dashboard_address(str(tmp_path / "nope.yaml"))
-
-
 def _submit_args(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="ardm submit")
     add_submit_arguments(parser)
@@ -413,7 +404,7 @@ def test_run_submit_errors_are_one_line(tmp_path, capsys):
     port = _free_port()  # nothing listens there
     assert run_submit(_submit_args(str(CLUSTER), str(DEMO_SWEEP), "--address", f"http://127.0.0.1:{port}")) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"127.0.0.1:{port}" in err and "ray dashboard" in err
+    assert err.count("\n") == 1 and f"127.0.0.1:{port}" in err and "ardm forward" in err
 
 
 def _free_port() -> int:
