@@ -62,7 +62,7 @@ def reachable_uri(uri: str) -> str:
     """The tracking URI as workers on other nodes must use it.
 
     A server on localhost is named by this node's IP when the cluster has other nodes and the
-    server listens there too (cluster.yaml binds 0.0.0.0); a server bound to 127.0.0.1 alone
+    server listens there too (a server bound to 0.0.0.0); a server bound to 127.0.0.1 alone
     only serves this machine, as in a local multi-node test cluster, and keeps its URI.
     """
     parsed = urlparse(uri)
