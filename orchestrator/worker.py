@@ -8,8 +8,10 @@ group resumes from `ray.train.get_checkpoint()`.
 
 from __future__ import annotations
 
+import datetime
 import shutil
 import tempfile
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +32,26 @@ from ardm.storage import filesystem
 from ardm.train import train
 from orchestrator.config import SweepConfig
 from orchestrator.tracking import SweepTracker, system_metrics
+
+ETA = "eta"  # time left in the trial's training, as h:mm:ss: reported to Tune, not logged to MLflow
+# The columns of Tune's trial table (orchestrator.sweep): one line per trial, with what this worker reports.
+PROGRESS_COLUMNS = {"step": "step", "loss": "loss", "train_bpd": "bpd", "images_per_sec": "images/s", ETA: "ETA"}
+
+
+class _Eta:
+    """Time left to `total` steps at the pace of the steps this worker has trained so far."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.start = total, None
+
+    def __call__(self, step: int) -> str:
+        now = time.monotonic()
+        if self.start is None:  # the first log of this run (after a resume too): the pace starts here
+            self.start = (step, now)
+            return "?"
+        done, elapsed = step - self.start[0], now - self.start[1]
+        left = max(self.total - step, 0) * elapsed / done if done > 0 else 0.0
+        return str(datetime.timedelta(seconds=round(left)))
 
 
 class _MetricsToMlflow:
@@ -62,11 +84,12 @@ def train_worker(loop_config: dict) -> None:
     device = ray.train.torch.get_device()
     shard, model, wrap = rank_setup(cfg, loop_config["data_uri"], rank, world, device)
     to_mlflow = _MetricsToMlflow(loop_config["tracker"], loop_config["run_id"]) if rank == 0 else None
+    eta = _Eta(cfg.train.steps)
 
     def on_log(metrics: dict) -> None:
         if to_mlflow is not None:
             to_mlflow({k: v for k, v in metrics.items() if k != "step"}, metrics["step"])
-        ray.train.report(metrics)
+        ray.train.report({**metrics, ETA: eta(metrics["step"])})
 
     with tempfile.TemporaryDirectory() as scratch:
         local = Path(scratch) / "ckpt"

@@ -31,6 +31,9 @@ def test_tiny_sweep_tracks_parent_and_nested_runs(ray_cluster, mlflow_server, tm
     assert main(["sweep", str(path)]) == 0
     summary = capsys.readouterr().out
     assert len(re.findall(r"test \d\.\d+ ± \d\.\d+ bpd\n", summary)) == 2
+    # Tune's trial table: a line per trial with its searched value and its training progress.
+    assert re.search(r"\|\s+branching\s+\|\s+step\s+\|\s+loss\s+\|\s+bpd\s+\|\s+images/s\s+\|\s+ETA\s+\|", summary)
+    assert len(re.findall(r"\| TERMINATED \|", summary)) >= 2
     assert "unfinished" not in summary and mlflow_server in summary
     client, parents, children = sweep_runs(mlflow_server, "tiny-sweep")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
@@ -184,3 +187,14 @@ def test_unreachable_tracking_server_fails_before_ray_work(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "http://127.0.0.1:9" in err and "unreachable" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "storage" / "offline" / "tune").exists()
+
+
+def test_eta_is_the_time_left_at_this_runs_pace(monkeypatch):
+    from orchestrator import worker
+
+    clock = iter([100.0, 130.0, 160.0])
+    monkeypatch.setattr(worker.time, "monotonic", lambda: next(clock))
+    eta = worker._Eta(total=1000)
+    assert eta(200) == "?"  # a resumed run's pace starts at its first log
+    assert eta(300) == "0:03:30"  # 100 steps in 30 s, 700 left
+    assert eta(1000) == "0:00:00"
