@@ -47,6 +47,13 @@ def save_checkpoint(payload: dict, path: str | Path) -> Path:
     return path
 
 
+def trained_data(checkpoint: dict) -> str | None:
+    """The dataset spec a checkpoint (as load_checkpoint returns it) was trained on: a sweep trial's
+    Parquet shards, else the spec of `ardm train`'s config; None if it does not say."""
+    extra = checkpoint.get("extra", {})
+    return f"parquet:{extra['data_uri']}" if extra.get("data_uri") else extra.get("data")
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Read a checkpoint written by `save_checkpoint` from a local path or a URI (s3://, ...);
     CheckpointError names the file and problem."""

@@ -17,7 +17,7 @@ from ardm.checkpoint import CHECKPOINT_FILE, CheckpointError, check_same_model, 
 from ardm.config import ModelConfig, RunConfig
 from ardm.data import load_dataset
 from ardm.evaluate import estimate_nelbo
-from ardm.images import save_grid
+from ardm.images import full_grid, save_grid
 from ardm.model import ModelSpec, build_ardm
 from ardm.sampling import sample
 from ardm.train import train
@@ -76,8 +76,11 @@ def run_training(config: RunConfig, resume: bool = True, device: str | None = No
         "generation_steps": result.ema.num_steps, "train_seconds": train_seconds, "checkpoint": str(checkpoint),
     }
     if config.eval.sample_grid:
-        images = sample(result.ema, config.eval.sample_grid, seed=config.train.seed, progress=progress,
-                        desc=f"sample grid of {config.eval.sample_grid} images")
-        metrics["samples"] = str(save_grid(images, spec.num_classes, out / "samples.png"))
+        count, columns = full_grid(config.eval.sample_grid)
+        images = sample(result.ema, count, seed=config.train.seed, progress=progress,
+                        desc=f"sample grid of {count} images")
+        title = f"{config.data} {result.ema.upscaler}: samples, all {result.ema.num_steps} steps"
+        metrics["samples"] = str(save_grid(images, spec.num_classes, out / "samples.png", title=title,
+                                           reference=test_set.subset(columns, seed=config.train.seed)[0]))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics

@@ -12,12 +12,12 @@ import numpy as np
 import torch
 
 from ardm.budgets import budget_curve, format_curve, parse_budget_list, resolve_budgets, save_budget_curve
-from ardm.checkpoint import CheckpointError, check_data_fits, load_model
+from ardm.checkpoint import CheckpointError, check_data_fits, load_checkpoint, load_model, trained_data
 from ardm.compression import CompressionError
 from ardm.config import ConfigError, build, load_config
 from ardm.data import DataError, convert_dataset, load_dataset
 from ardm.evaluate import estimate_nelbo
-from ardm.images import save_grid
+from ardm.images import full_grid, save_grid
 from ardm.model import ARDM
 from ardm.progress import note
 from ardm.run import run_training
@@ -76,8 +76,19 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 def cmd_sample(args: argparse.Namespace) -> None:
     model = load_model(args.checkpoint, map_location=_device(args.device))
-    images = sample(model, args.num, seed=args.seed, batch_size=args.batch_size, progress=not args.quiet)
-    print(save_grid(images, model.spec.num_classes, args.out))
+    count, columns = full_grid(args.num)
+    if count != args.num:
+        print(f"drawing {count} samples, not {args.num}: a full grid of {columns} x {count // columns}")
+    data = args.data or trained_data(load_checkpoint(args.checkpoint))
+    reference = None
+    if data and data != "none":
+        try:
+            reference = _held_out(model, data, "test", columns, args.seed)
+        except DataError as err:  # the grid is still worth having without its row of real images
+            print(f"no row of real images: {err}")
+    images = sample(model, count, seed=args.seed, batch_size=args.batch_size, progress=not args.quiet)
+    title = f"{Path(args.checkpoint).name} {model.upscaler}: {count} samples, all {model.num_steps} steps"
+    print(save_grid(images, model.spec.num_classes, args.out, title=title, reference=reference))
 
 
 def cmd_budgets(args: argparse.Namespace) -> None:
@@ -108,9 +119,11 @@ def cmd_budgets(args: argparse.Namespace) -> None:
     for budget in [b for b in budgets if b < model.num_steps] if args.samples else []:
         grid_path = out / f"samples_budget_{budget}.png"
         if budget in measured or not grid_path.is_file():  # a grid is redrawn with its budget
-            grid = sample(model, args.samples, policy=curve.policies[budget, "optimal"], seed=args.seed,
+            count, columns = full_grid(args.samples)
+            grid = sample(model, count, policy=curve.policies[budget, "optimal"], seed=args.seed,
                           progress=progress, desc=f"sample grid, budget {budget} calls, policy optimal")
-            save_grid(grid, model.spec.num_classes, grid_path)
+            save_grid(grid, model.spec.num_classes, grid_path, reference=images[:columns],
+                      title=f"{args.data} {model.upscaler}: budget {budget} calls, optimal policy")
     print(format_curve(curve))
     print(f"step table on {table_split} images; wrote {paths['png'].parent}")
 
@@ -260,7 +273,9 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="draw samples from a checkpoint's EMA model into a PNG grid")
     s.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
-    s.add_argument("--num", type=int, default=16)
+    s.add_argument("--num", type=int, default=16, help="samples; rounded up to fill the grid's last row")
+    s.add_argument("--data", help="dataset spec whose test images form the grid's last row (default: the one the "
+                   "checkpoint trained on; none: no row)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch-size", type=int, default=64)
     s.add_argument("--device")

@@ -49,13 +49,13 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from ardm.budgets import BudgetCurve, budget_policies, curve_row, measure_budget, save_budget_curve
-from ardm.checkpoint import check_data_fits, load_checkpoint, load_model
+from ardm.checkpoint import check_data_fits, load_checkpoint, load_model, trained_data
 from ardm.compression import choose_order, compressed_bpd
 from ardm.compression.baselines import baseline_bpd
 from ardm.config import ConfigError
 from ardm.data import load_dataset
 from ardm.evaluate import Estimate
-from ardm.images import save_grid
+from ardm.images import full_grid, save_grid
 from ardm.sampling import sample
 from ardm.storage import filesystem, read_json, write_atomic
 from ardm.tables import model_identity
@@ -97,9 +97,11 @@ def _measure_budget(checkpoint: str, data: str, budget: int, policies: dict[str,
     images = _test_images(data, settings["max_images"], seed)
     measured = measure_budget(model, images, policies, settings["orders_per_image"], seed=seed)
     if settings["sample_grid"]:
-        grid = sample(model, settings["sample_grid"], policy=policies["optimal"], seed=seed)
+        count, columns = full_grid(settings["sample_grid"])
+        grid = sample(model, count, policy=policies["optimal"], seed=seed)
         with tempfile.TemporaryDirectory() as scratch:
-            png = save_grid(grid, model.spec.num_classes, Path(scratch) / "grid.png")
+            png = save_grid(grid, model.spec.num_classes, Path(scratch) / "grid.png", reference=images[:columns],
+                            title=f"{model.upscaler}: budget {budget} calls, optimal policy")
             fs, path = filesystem(f"{out}/samples_budget_{budget}.png")
             write_atomic(fs, path, png.read_bytes())
     result = {"budget": budget, "policies": policies,
@@ -245,9 +247,7 @@ def find_target(run: str, tracking_uri: str, download_to: Path) -> Target:
     if run.startswith(("runs:/", "models:/")):
         run = local_checkpoint(run, tracking_uri)
     if "://" in run or Path(run).exists():
-        extra = load_checkpoint(run).get("extra", {})
-        data = f"parquet:{extra['data_uri']}" if extra.get("data_uri") else extra.get("data")
-        return Target(checkpoint=run, data=data)
+        return Target(checkpoint=run, data=trained_data(load_checkpoint(run)))
     check_tracking(tracking_uri)
     client = MlflowClient(tracking_uri)
     try:

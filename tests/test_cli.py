@@ -42,6 +42,16 @@ def test_train_evaluate_sample_end_to_end(tmp_path, capsys):
     assert "bpd over 10 images" in capsys.readouterr().out
     assert main(["sample", "--checkpoint", ckpt, "--num", "2", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "s.png").is_file()
+    # A grid is full: --num is rounded up, with the reason. Its last row is real test images of the
+    # data the checkpoint trained on (digits), unless --data none.
+    assert main(["sample", "--checkpoint", ckpt, "--num", "3", "--quiet", str(tmp_path / "r.png")]) == 0
+    assert "drawing 4 samples, not 3: a full grid of 2 x 2" in capsys.readouterr().out
+    no_row = ["--data", "none", "--quiet", str(tmp_path / "n.png")]
+    assert main(["sample", "--checkpoint", ckpt, "--num", "4", *no_row]) == 0
+    from PIL import Image
+
+    with_data, without = Image.open(tmp_path / "r.png").size, Image.open(tmp_path / "n.png").size
+    assert with_data[0] == without[0] and with_data[1] > without[1] + 64  # one more row of 64-pixel tiles
 
 
 def test_convert_writes_parquet_shards(tmp_path, capsys):

@@ -160,3 +160,25 @@ def test_grid_png(tmp_path):
     assert im.mode == "L" and im.size[0] > 64 * 2
     rgb = save_grid(np.full((4, 3, 8, 8), 255, np.uint8), 256, tmp_path / "c.png")
     assert Image.open(rgb).mode == "RGB"
+
+
+def test_titled_grid_has_a_row_of_real_images_below_the_samples(tmp_path):
+    """Every tile lands whole on the canvas: the samples' colour covers 5 tiles, the reference's colour
+    one row of 3 (columns = ceil(sqrt(5)) = 3, extra reference images dropped), below every sample."""
+    from PIL import Image
+
+    from ardm.images import full_grid
+
+    green = np.zeros((5, 3, 8, 8), np.uint8)
+    green[:, 1] = 200
+    magenta = np.zeros((7, 3, 8, 8), np.uint8)
+    magenta[:, [0, 2]] = 200
+    path = save_grid(green, 256, tmp_path / "g.png", title="budget 20 calls, optimal policy", reference=magenta)
+    pixels = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    is_green = (pixels == [0, 200, 0]).all(-1)
+    is_magenta = (pixels == [200, 0, 200]).all(-1)
+    tile = 64 * 64  # 8x8 images enlarged 8 times
+    assert is_green.sum() == 5 * tile and is_magenta.sum() == 3 * tile
+    assert np.nonzero(is_green)[0].max() < np.nonzero(is_magenta)[0].min()
+    assert np.nonzero(is_green)[0].min() > 10  # the title comes first
+    assert full_grid(10) == (12, 4) and full_grid(16) == (16, 4) and full_grid(1) == (1, 1)
