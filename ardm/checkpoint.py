@@ -13,7 +13,7 @@ import torch
 
 from ardm.data.spec import KIND_OPTIONS, parse_spec
 from ardm.model import ARDM, ModelSpec, build_ardm
-from ardm.storage import filesystem
+from ardm.storage import filesystem, space_for
 
 FORMAT = "ardm-checkpoint"
 VERSION = 1
@@ -28,22 +28,24 @@ class CheckpointError(ValueError):
 def save_checkpoint(payload: dict, path: str | Path) -> Path:
     """torch.save `payload` (plus format tags) to a temporary file beside `path`, then rename.
 
-    A crash mid-write leaves the previous file intact: readers never see a truncated checkpoint.
+    A crash mid-write leaves the previous file intact: readers never see a truncated checkpoint. Out of
+    space, it raises OutOfSpaceError naming `path` and the free space, and removes the temporary file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # A unique dot-name opened exclusively ("x"), not tempfile.mkstemp: mkstemp's files are private
     # (mode 0600) and the rename would keep that, hiding checkpoints on shared storage from other users.
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        with tmp.open("xb") as f:
-            torch.save({"format": FORMAT, "version": VERSION, **payload}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with space_for(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with tmp.open("xb") as f:
+                torch.save({"format": FORMAT, "version": VERSION, **payload}, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     return path
 
 

@@ -20,6 +20,7 @@ from ardm.evaluate import estimate_nelbo
 from ardm.images import full_grid, save_grid
 from ardm.model import ModelSpec, build_ardm
 from ardm.sampling import sample
+from ardm.storage import filesystem, space_for, write_atomic
 from ardm.train import train
 
 
@@ -49,20 +50,27 @@ def run_training(config: RunConfig, resume: bool = True, device: str | None = No
             # Resuming is the default, so the way out is to say "not this checkpoint" (--fresh is resume=False).
             hint = "start afresh with --fresh (overwrites it) or use another output folder"
             raise CheckpointError(f"{err}; {hint}") from err
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    # Atomic writes (creating the folder): out of space, one line names the file (ardm.storage).
+    write_atomic(*filesystem(str(out / "config.yaml")), yaml.safe_dump(config.to_dict(), sort_keys=False).encode())
     torch.manual_seed(config.train.seed)  # initial weights
     model = build_ardm(spec)
-    log = (out / "train_log.jsonl").open("a")
+    log_path = out / "train_log.jsonl"
+    log = log_path.open("a")
+
+    def on_log(metrics: dict) -> None:
+        with space_for(log_path):
+            log.write(json.dumps(metrics) + "\n")
+            log.flush()
+
     started = time.perf_counter()
     try:
         result = train(
             model, train_set.images, config.train, device=device, checkpoint_path=checkpoint,
-            resume_from=resume_from, on_log=lambda m: log.write(json.dumps(m) + "\n") or log.flush(),
-            extra={"data": config.data}, progress=progress,
+            resume_from=resume_from, on_log=on_log, extra={"data": config.data}, progress=progress,
         )
     finally:
-        log.close()
+        with space_for(log_path):  # what a failed write left in the buffer is written again here
+            log.close()
     train_seconds = time.perf_counter() - started
     test_images, _ = test_set.subset(config.eval.max_images, seed=config.train.seed)
     test = estimate_nelbo(
@@ -80,7 +88,8 @@ def run_training(config: RunConfig, resume: bool = True, device: str | None = No
         images = sample(result.ema, count, seed=config.train.seed, progress=progress,
                         desc=f"sample grid of {count} images")
         title = f"{config.data} {result.ema.upscaler}: samples, all {result.ema.num_steps} steps"
-        metrics["samples"] = str(save_grid(images, spec.num_classes, out / "samples.png", title=title,
-                                           reference=test_set.subset(columns, seed=config.train.seed)[0]))
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        with space_for(out / "samples.png"):
+            metrics["samples"] = str(save_grid(images, spec.num_classes, out / "samples.png", title=title,
+                                               reference=test_set.subset(columns, seed=config.train.seed)[0]))
+    write_atomic(*filesystem(str(out / "metrics.json")), json.dumps(metrics, indent=2).encode())
     return metrics

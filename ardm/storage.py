@@ -1,15 +1,67 @@
 """Paths that may be local (disk, NFS) or remote (file://, s3://, gs://), through pyarrow's filesystems,
-and atomic writes on them: readers never see a half-written file."""
+and atomic writes on them: readers never see a half-written file, and a write that runs out of space
+ends with one line naming the file and the free space."""
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
 import posixpath
+import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.fs as pafs
+
+# A write that found no room: a full disk, a full quota, or a file-size limit (RLIMIT_FSIZE, with
+# SIGXFSZ ignored). Each needs space made before a rerun; no other error does.
+OUT_OF_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+class OutOfSpaceError(OSError):
+    """A write that ran out of space; the message is one line naming the file and the free space."""
+
+
+@contextmanager
+def space_for(path: str | os.PathLike, local: bool = True) -> Iterator[None]:
+    """Run a write of `path` (local: a path on this machine's disks or mounts, else one on object
+    storage); an out-of-space error raised inside, or one that caused it (torch.save reports its
+    file's OSError as a RuntimeError), becomes OutOfSpaceError naming `path`, why, and the free space."""
+    try:
+        yield
+    except Exception as err:
+        found = _out_of_space(err)
+        if found is None:
+            raise
+        where = free_space(path) if local else "object storage does not report its free space"
+        raise OutOfSpaceError(f"{path}: out of space ({os.strerror(found.errno)}; {where})") from err
+
+
+def free_space(path: str | os.PathLike) -> str:
+    """"N.N GiB free in FOLDER": the free space of a local path's filesystem, from its nearest existing folder."""
+    folder = Path(path).absolute()
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    exponent = min(int(math.log(free, 1024)), 4) if free else 0
+    size = f"{free} B" if exponent == 0 else f"{free / 1024**exponent:.1f} {'KMGT'[exponent - 1]}iB"
+    return f"{size} free in {folder}"
+
+
+def _out_of_space(err: BaseException) -> OSError | None:
+    """The out-of-space OSError among `err` and the exceptions that led to it, if any."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError) and err.errno in OUT_OF_SPACE:
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def filesystem(uri: str, error: type[Exception] = OSError) -> tuple[pafs.FileSystem, str]:
@@ -24,13 +76,20 @@ def filesystem(uri: str, error: type[Exception] = OSError) -> tuple[pafs.FileSys
 
 
 def write_atomic(fs: pafs.FileSystem, path: str, payload: bytes | pa.Buffer) -> None:
-    """Write `payload` to a temporary name in the same folder, then rename it to `path`."""
+    """Write `payload` to a temporary name in the same folder, then rename it to `path`. Out of space,
+    it raises OutOfSpaceError naming `path` and leaves the previous file, and no temporary."""
     folder, base = posixpath.split(path)
-    fs.create_dir(folder, recursive=True)
     temporary = posixpath.join(folder, f".{base}.{uuid.uuid4().hex}.tmp")
-    with fs.open_output_stream(temporary) as out:
-        out.write(payload)
-    fs.move(temporary, path)
+    with space_for(path, local=isinstance(fs, pafs.LocalFileSystem)):
+        fs.create_dir(folder, recursive=True)
+        try:
+            with fs.open_output_stream(temporary) as out:
+                out.write(payload)
+            fs.move(temporary, path)
+        except BaseException:
+            with suppress(OSError):  # a partial temporary holds the space it took; its removal must not hide why
+                fs.delete_file(temporary)
+            raise
 
 
 def read_json(uri: str) -> dict | None:

@@ -66,7 +66,8 @@ def through_ray(config: dict, data_uri: str, scratch: str, cpus: int) -> tuple[l
     started = time.perf_counter()
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"config": config, "data_uri": data_uri, "tracker": tracker, "run_id": run_id},
+        train_loop_config={"config": config, "data_uri": data_uri, "tracker": tracker, "run_id": run_id,
+                           "checkpoint_folder": f"{scratch}/storage/overhead"},
         scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": cpus}),
         run_config=ray.train.RunConfig(name="overhead", storage_path=f"{scratch}/storage"),
     )

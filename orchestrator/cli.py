@@ -1,4 +1,5 @@
-"""The `ardm` command line. Bad input ends with one line on stderr and exit code 2."""
+"""The `ardm` command line. Bad input, or a write that runs out of space, ends with one line on stderr and exit
+code 2."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from ardm.model import ARDM
 from ardm.progress import note
 from ardm.run import run_training
 from ardm.sampling import sample
+from ardm.storage import OutOfSpaceError
 from ardm.tables import TABLE_SPLIT, estimate_step_table, reusable_table, table_images, table_metadata
 from ardm.train import NonFiniteLossError
 from orchestrator.compress_cli import add_compress_parsers
@@ -40,7 +42,8 @@ CHECKPOINT_HELP = ("a checkpoint file, runs:/RUN_ID/path, models:/MODEL_ID, mode
                    "or a trial's run id (MLflow: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
 BUDGET_IMAGES = 50  # `ardm budgets` measures this many test images by default: minutes on 2 CPU cores
 QUIET_HELP = "no progress: neither bars (on a terminal) nor a line per finished unit (otherwise)"
-BAD_INPUT = (ConfigError, DataError, CheckpointError, TrackingError, CompressionError, SweepBusyError)
+# One line and exit 2 for what the user must fix before a rerun: the input, or the machine (a full disk).
+BAD_INPUT = (ConfigError, DataError, CheckpointError, TrackingError, CompressionError, SweepBusyError, OutOfSpaceError)
 
 
 def _device(name: str | None) -> str:

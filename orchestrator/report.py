@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import math
 import re
 import tempfile
@@ -30,6 +31,7 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
 from ardm.budgets import format_calls_axis
+from ardm.storage import filesystem, write_atomic
 from orchestrator import names
 from orchestrator.findings import PAPER_CIFAR10, findings
 from orchestrator.tracking import FAILURE_REASON_TAG, ROLE_TAG, TRIAL_TAG, SweepTracker, TrackingError
@@ -176,17 +178,18 @@ def build_report(tracker: SweepTracker, parent_id: str, out: str | Path, log: bo
     report = Report(rows=rows, budgets=budgets, folder=Path(out),
                     grids={r["run_id"]: _sample_grids(tracker, r["run_id"]) for r in rows if r["status"] == "finished"})
     report.notes = _notes(report)
-    report.folder.mkdir(parents=True, exist_ok=True)
     text = {"trial", "configuration", "branching", "parameterization", "status", "reason", "run_id", "data",
             "table_split"}
     schema = pa.schema([(c, pa.string() if c in text else pa.float64()) for c in columns])
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), report.folder / "report.parquet")
+    table = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), table)
+    _write(report.folder / "report.parquet", table.getvalue())
     title = f"{tracker.experiment}: budget vs bpd"
     plot = plot_report(report, report.folder / "budget_bpd.png", title)
     header = (f"Sweep run `{parent_id}` ({parent.info.run_name}), MLflow {tracker.shown_uri}, "
               f"{len(rows)} trial(s); written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.")
-    (report.folder / "report.md").write_text(_markdown(report, title, header))
-    report.html.write_text(_html(report, title, header, plot.read_bytes()))
+    _write(report.folder / "report.md", _markdown(report, title, header).encode())
+    _write(report.html, _html(report, title, header, plot.read_bytes()).encode())
     if log:
         tracker.log_artifact(parent_id, report.folder, "report")
     return report
@@ -395,6 +398,14 @@ def plot_report(report: Report, path: Path, title: str) -> Path:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120)
     plt.close(fig)
+    _write(path, png.getvalue())
     return path
+
+
+def _write(path: Path, payload: bytes | pa.Buffer) -> None:
+    """Each report file is written atomically: out of space, one line names it and the free space,
+    and the previous report's file stays whole."""
+    write_atomic(*filesystem(str(path)), payload)

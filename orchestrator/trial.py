@@ -58,10 +58,11 @@ def run_trial(config: dict, tracker: SweepTracker, parent_id: str, data_uri: str
                                       for split, context in (("train", "training"), ("test", "testing"))])
     resources = cfg.resources
     per_worker = {"CPU": resources.cpus_per_worker} | ({"GPU": resources.gpus_per_worker} if resources.use_gpu else {})
+    run_folder = f"{train_storage(cfg)}/{trial_name}"  # Ray Train's run_config below puts checkpoints there
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"config": config, "data_uri": data_uri, "tracker": tracker, "run_id": run_id,
-                           "resume_from": latest_checkpoint(cfg, f"{train_storage(cfg)}/{trial_name}")},
+                           "resume_from": latest_checkpoint(cfg, run_folder), "checkpoint_folder": run_folder},
         scaling_config=ray.train.ScalingConfig(
             num_workers=resources.workers_per_trial, use_gpu=resources.use_gpu, resources_per_worker=per_worker
         ),

@@ -28,7 +28,7 @@ from ardm.data import ImageDataset, load_parquet_split
 from ardm.evaluate import estimate_nelbo
 from ardm.model import ARDM, build_ardm
 from ardm.run import model_spec
-from ardm.storage import filesystem
+from ardm.storage import filesystem, space_for
 from ardm.train import train
 from orchestrator.config import SweepConfig
 from orchestrator.tracking import SweepTracker, system_metrics
@@ -77,7 +77,8 @@ class _MetricsToMlflow:
 
 def train_worker(loop_config: dict) -> None:
     """Entry point of each Ray Train worker. loop_config: {"config": resolved trial config dict,
-    "data_uri": Parquet shards, "tracker": SweepTracker, "run_id": the trial's MLflow run}."""
+    "data_uri": Parquet shards, "tracker": SweepTracker, "run_id": the trial's MLflow run,
+    "resume_from": a checkpoint file or None, "checkpoint_folder": where Ray Train stores the checkpoints}."""
     cfg: SweepConfig = build(SweepConfig, loop_config["config"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
@@ -102,7 +103,12 @@ def train_worker(loop_config: dict) -> None:
                 if metrics.get("step") == cfg.train.steps:
                     metrics = {**metrics, **test_metrics(path)}
                 checkpoint = ray.train.Checkpoint.from_directory(str(path.parent))
-            ray.train.report(metrics, checkpoint=checkpoint)
+            # Ray Train copies the checkpoint to storage here: out of space, the trial's failure reason is
+            # one line naming the folder and its free space (a copy cut short does not read back, and
+            # trial.latest_checkpoint passes over it).
+            folder = loop_config["checkpoint_folder"]
+            with space_for(folder, local="://" not in folder):
+                ray.train.report(metrics, checkpoint=checkpoint)
 
         def test_metrics(path: Path) -> dict:
             """Negative ELBO (bpd) of the EMA weights on the test split, logged to MLflow as well."""
@@ -168,8 +174,9 @@ def _resume_point(fallback: str | None, folder: Path) -> tuple[Path | None, int 
         previous.to_directory(str(folder))
     elif fallback is not None:
         fs, path = filesystem(fallback)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / CHECKPOINT_FILE).write_bytes(fs.open_input_file(path).read())
+        with space_for(folder / CHECKPOINT_FILE):
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / CHECKPOINT_FILE).write_bytes(fs.open_input_file(path).read())
     else:
         return None, None
     return folder / CHECKPOINT_FILE, int(load_checkpoint(folder / CHECKPOINT_FILE)["step"])

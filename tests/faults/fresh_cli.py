@@ -1,14 +1,19 @@
-"""Helper of test_bad_input.py (not a test): `ardm ARGV` run in the calling process, meant to be a
-fresh one (a fork of a forkserver that imported the CLI but never touched Ray).
+"""Helper of test_bad_input.py and test_full_disk.py (not a test): `ardm ARGV` run in the calling
+process, meant to be a fresh one (a fork of a forkserver that imported the CLI but never touched Ray),
+and a file-size limit for such a process.
 
-It lives outside the test module so that a fork imports only this, not the test module's imports.
+It lives outside the test modules so that a fork imports only this, not the test modules' imports.
 """
 
 from __future__ import annotations
 
 import os
+import resource
+import signal
 import sys
 import tempfile
+from collections.abc import Callable
+from typing import Any
 
 from orchestrator.cli import main
 
@@ -34,3 +39,12 @@ def run_cli(argv: list[str], cwd: str, env: dict[str, str] | None = None) -> tup
     if started:
         ray.shutdown()  # a pool process ends without atexit handlers: leave no Ray instance behind
     return code, printed, complained, started
+
+
+def with_file_size_limit(max_bytes: int, function: Callable[..., Any], args: tuple) -> Any:
+    """function(*args) with no file growing past `max_bytes` in this process (RLIMIT_FSIZE): a write
+    beyond it fails with EFBIG, as one on a full disk fails with ENOSPC. SIGXFSZ is ignored, or the
+    kernel would kill the process instead. Only for a process of its own: the limit stays."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+    return function(*args)
