@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.launcher import is_sweep_file
+from orchestrator.messages import one_line
 
 DASHBOARD_PORT = 8265
 
@@ -37,11 +38,6 @@ class JobFailedError(Exception):
         super().__init__(f"job {job_id} ended {status}{detail}" + (f": {message}" if message else ""))
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 def head_dashboard_address(cluster_yaml: str) -> str:
     """`http://<head ip>:8265`, the Ray dashboard (and job server) of the cluster that `ray up cluster_yaml` made.
 
@@ -55,7 +51,7 @@ def head_dashboard_address(cluster_yaml: str) -> str:
 
         ip = get_head_node_ip(str(path))
     except (Exception, SystemExit) as err:  # provider errors, no running head, Ray's cli_logger.abort
-        raise SubmitError(f"{cluster_yaml}: cannot find the cluster's head node ({_first_line(err)}); "
+        raise SubmitError(f"{cluster_yaml}: cannot find the cluster's head node ({one_line(err, 300)}); "
                           f"is the cluster up (`ray up {cluster_yaml}`)?") from err
     if not ip:
         raise SubmitError(f"{cluster_yaml}: the cluster's head node has no IP address yet; is it up?")
@@ -82,7 +78,7 @@ def _job_client(address: str) -> Any:
         return JobSubmissionClient(address)
     except Exception as err:
         raise SubmitError(
-            f"cannot reach Ray's job server at {address} ({_first_line(err)}); its port {DASHBOARD_PORT} is "
+            f"cannot reach Ray's job server at {address} ({one_line(err, 300)}); its port {DASHBOARD_PORT} is "
             f"usually not open to your machine: run `ray dashboard CLUSTER.yaml` in another terminal and pass "
             f"--address http://127.0.0.1:{DASHBOARD_PORT}") from err
 
@@ -121,7 +117,7 @@ def submit_sweep(address: str, sweep_file: str, overrides: list[str], wait: bool
                     time.sleep(1.0)
                     continue
                 raise SubmitError(f"{sweep_file}: the job server at {address} refused the job: "
-                                  f"{_first_line(err)}") from err
+                                  f"{one_line(err, 300)}") from err
     print(f"submitted {path.name} as Ray job {job_id}: {entrypoint}")
     print(f"  follow its logs: ray job logs --follow --address {address} {job_id}")
     print(f"  its status:      ray job status --address {address} {job_id}")
