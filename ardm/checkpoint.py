@@ -8,12 +8,11 @@ import pickle
 import uuid
 from pathlib import Path
 
-import pyarrow.fs as pafs
 import torch
 
 from ardm.data.spec import KIND_OPTIONS, parse_spec
 from ardm.model import ARDM, ModelSpec, build_ardm
-from ardm.storage import filesystem, space_for
+from ardm.storage import is_uri, read_file, space_for
 
 FORMAT = "ardm-checkpoint"
 VERSION = 1
@@ -60,12 +59,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Read a checkpoint written by `save_checkpoint` from a local path or a URI (s3://, ...);
     CheckpointError names the file and problem."""
     source: Path | io.BytesIO
-    if "://" in str(path):  # sweep storage on an object store
-        fs, inner = filesystem(str(path), CheckpointError)
-        if fs.get_file_info(inner).type != pafs.FileType.File:
+    if is_uri(path):  # sweep storage on an object store
+        payload = read_file(str(path), CheckpointError)
+        if payload is None:
             raise CheckpointError(f"{path}: checkpoint file not found")
-        source = io.BytesIO(fs.open_input_file(inner).read())
-        head = source.getvalue()[: len(ZIP_MAGIC)]
+        source = io.BytesIO(payload)
+        head = payload[: len(ZIP_MAGIC)]
     else:
         path = source = Path(path)
         if path.is_dir():

@@ -16,6 +16,7 @@ import yaml
 from ardm.checkpoint import CHECKPOINT_FILE, CheckpointError, check_same_model, load_checkpoint
 from ardm.config import ModelConfig, RunConfig
 from ardm.data import load_dataset
+from ardm.device import choose_device
 from ardm.evaluate import estimate_nelbo
 from ardm.images import full_grid, save_grid
 from ardm.model import ModelSpec, build_ardm
@@ -37,7 +38,7 @@ def run_training(config: RunConfig, resume: bool = True, device: str | None = No
 
     resume: continue from output/checkpoint.pt when it exists (a finished run is not retrained).
     """
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = choose_device(device)
     out = Path(config.output)
     train_set, test_set = load_dataset(config.data, "train"), load_dataset(config.data, "test")
     spec = model_spec(config.model, train_set.shape, train_set.num_classes)

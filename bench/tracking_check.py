@@ -25,9 +25,8 @@ from pathlib import Path
 
 import mlflow
 
-from orchestrator.outbox import send
-from orchestrator.tracking import check_tracking
-from orchestrator.tracking_errors import TrackingError, TrackingUnreachable
+from orchestrator.tracking import TrackingError, TrackingUnreachable, check_tracking
+from orchestrator.tracking.outbox import send
 
 
 def closed_port() -> int:

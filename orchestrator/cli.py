@@ -10,13 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ardm.budgets import budget_curve, format_curve, parse_budget_list, resolve_budgets, save_budget_curve
 from ardm.checkpoint import CheckpointError, check_data_fits, load_checkpoint, load_model, trained_data
 from ardm.compression import CompressionError
 from ardm.config import ConfigError, build, load_config
 from ardm.data import DataError, convert_dataset, load_dataset
+from ardm.device import choose_device
 from ardm.evaluate import estimate_nelbo
 from ardm.images import full_grid, save_grid
 from ardm.model import ARDM
@@ -26,6 +26,7 @@ from ardm.sampling import sample
 from ardm.storage import OutOfSpaceError
 from ardm.tables import TABLE_SPLIT, estimate_step_table, reusable_table, table_images, table_metadata
 from ardm.train import NonFiniteLossError
+from orchestrator import layout, names
 from orchestrator.compress_cli import add_compress_parsers
 from orchestrator.config import PostprocessSection, check_budgets_fit, check_data, load_sweep, trial_label
 from orchestrator.forward import add_forward_arguments, run_forward
@@ -33,9 +34,15 @@ from orchestrator.launcher import add_install_launcher_arguments, run_install_la
 from orchestrator.lock import SweepBusyError
 from orchestrator.models import local_checkpoint
 from orchestrator.submit import add_submit_arguments, run_submit
-from orchestrator.sync import add_sync_arguments, run_sync
-from orchestrator.tracking import SweepTracker, TrackingError, check_tracking, resolve_tracking_uri
-from orchestrator.tracking_errors import redact
+from orchestrator.tracking import (
+    SweepTracker,
+    TrackingError,
+    check_tracking,
+    redact,
+    resolve_tracking_uri,
+    sqlite_path,
+)
+from orchestrator.tracking.sync import add_sync_arguments, run_sync
 
 TRACKING_URI_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)"
 CHECKPOINT_HELP = ("a checkpoint file, runs:/RUN_ID/path, models:/MODEL_ID, models:/NAME/VERSION, models:/NAME@alias "
@@ -46,13 +53,9 @@ QUIET_HELP = "no progress: neither bars (on a terminal) nor a line per finished 
 BAD_INPUT = (ConfigError, DataError, CheckpointError, TrackingError, CompressionError, SweepBusyError, OutOfSpaceError)
 
 
-def _device(name: str | None) -> str:
-    return name or ("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def cmd_train(args: argparse.Namespace) -> None:
     config = load_config(args.config, args.set)
-    m = run_training(config, resume=not args.fresh, device=_device(args.device), progress=not args.quiet)
+    m = run_training(config, resume=not args.fresh, device=choose_device(args.device), progress=not args.quiet)
     print(
         f"{config.data} {m['model']} {m['parameterization']}: train {m['train_bpd']:.4f} bpd, "
         f"test {m['test_bpd']:.4f} ± {m['test_bpd_stderr']:.4f} bpd ({m['test_images']} images), "
@@ -70,7 +73,7 @@ def _held_out(model: ARDM, spec: str, split: str, max_images: int, seed: int) ->
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    model = load_model(args.checkpoint, map_location=_device(args.device))
+    model = load_model(args.checkpoint, map_location=choose_device(args.device))
     images = _held_out(model, args.data, args.split, args.max_images, args.seed)
     est = estimate_nelbo(model, images, args.samples_per_image, args.batch_size, seed=args.seed,
                          progress=not args.quiet, desc=f"negative ELBO of {len(images)} {args.split} images")
@@ -78,7 +81,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    model = load_model(args.checkpoint, map_location=_device(args.device))
+    model = load_model(args.checkpoint, map_location=choose_device(args.device))
     count, columns = full_grid(args.num)
     if count != args.num:
         print(f"drawing {count} samples, not {args.num}: a full grid of {columns} x {count // columns}")
@@ -95,7 +98,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 
 def cmd_budgets(args: argparse.Namespace) -> None:
-    model = load_model(args.checkpoint, map_location=_device(args.device))
+    model = load_model(args.checkpoint, map_location=choose_device(args.device))
     images = _held_out(model, args.data, args.split, args.max_images, args.seed)
     budgets = model_budgets("--budgets", args.budgets, model)
     table_split, progress = args.table_split, not args.quiet
@@ -105,7 +108,7 @@ def cmd_budgets(args: argparse.Namespace) -> None:
         print(f"note: the step table is estimated on the {table_split} split, where bpd is measured: the measured "
               "bpd of the optimal policies is optimistically biased", file=sys.stderr)
     # A rerun into the same --out reuses what still holds: the table, each budget's estimates, the grids.
-    table_path = str(out / "step_table.parquet")
+    table_path = layout.step_table(out)
     table = reusable_table(table_path, table_metadata(model, args.samples_per_step, args.seed, metadata))
     if table is None:
         table = estimate_step_table(model, train, args.samples_per_step, seed=args.seed, progress=progress,
@@ -120,7 +123,7 @@ def cmd_budgets(args: argparse.Namespace) -> None:
     paths = save_budget_curve(curve, out, title=f"{args.data} {model.upscaler}")
     # The full budget's grid is what `ardm sample` draws (S*D calls in a row): too slow to draw by default.
     for budget in [b for b in budgets if b < model.num_steps] if args.samples else []:
-        grid_path = out / f"samples_budget_{budget}.png"
+        grid_path = Path(layout.sample_grid(out, budget))
         if budget in measured or not grid_path.is_file():  # a grid is redrawn with its budget
             count, columns = full_grid(args.samples)
             grid = sample(model, count, policy=curve.policies[budget, "optimal"], seed=args.seed,
@@ -155,13 +158,13 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         name = Path(result.path).name
         if result.error is not None:
             print(f"  {name:40} FAILED  {failure_reason(result.error)[:100]}")
-        elif "test_bpd" in m:
-            print(f"  {name:40} test {m['test_bpd']:.4f} ± {m['test_bpd_stderr']:.4f} bpd")
+        elif names.TEST_BPD in m:
+            print(f"  {name:40} test {m[names.TEST_BPD]:.4f} ± {m[names.TEST_BPD_STDERR]:.4f} bpd")
         else:
             print(f"  {name:40} unfinished")
     uri = redact(resolve_tracking_uri(sweep.base.tracking.uri))  # printed: a job's log is kept
     print(f"MLflow tracking: {uri} (experiment {sweep.base.experiment!r})")
-    if uri.startswith("sqlite:"):
+    if sqlite_path(uri) is not None:
         print(f"  open the UI:  mlflow ui --backend-store-uri {uri}   then browse http://127.0.0.1:5000")
     else:
         print(f"  open the UI:  browse {uri}")
@@ -195,7 +198,7 @@ def cmd_postprocess(args: argparse.Namespace) -> int:
         "table_ranges": args.table_ranges, "orders_per_image": args.orders_per_image,
         "max_images": args.max_images, "sample_grid": args.sample_grid, "sort_decreasing": args.sort,
     }, "postprocess")
-    out = Path(args.out or Path("postprocess", Path(args.run).stem if Path(args.run).exists() else args.run))
+    out = Path(args.out or layout.default_postprocess_out(args.run))
     target = find_target(args.run, resolve_tracking_uri(args.tracking_uri), out)
     data = args.data or target.data
     if data is None:
@@ -206,7 +209,7 @@ def cmd_postprocess(args: argparse.Namespace) -> int:
     if target.run_id is not None:
         target.tracker.log_metrics(target.run_id, done.metrics)
         target.tracker.log_curves(target.run_id, done.curves)
-        target.tracker.log_artifact(target.run_id, done.folder, "postprocess")
+        target.tracker.log_artifact(target.run_id, done.folder, names.POSTPROCESS_ARTIFACTS)
         print(f"logged to MLflow run {target.run_id}")
     return 0
 
@@ -226,7 +229,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def _existing_store(tracking_uri: str | None) -> str:
     """The tracking URI in the usual order, checked to name a store that exists and answers."""
     uri = resolve_tracking_uri(tracking_uri)
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///").split("?")[0]).is_file():
+    if (db := sqlite_path(uri)) is not None and not db.is_file():
         raise TrackingError(f"{uri}: no MLflow store there (give --tracking-uri, or set MLFLOW_TRACKING_URI)")
     check_tracking(uri)
     return uri

@@ -43,6 +43,7 @@ from ardm.budgets import parse_budget, resolve_budget
 from ardm.config import ConfigError, EvalConfig, ModelConfig, apply_override, build, did_you_mean, read_yaml
 from ardm.data import DataError, load_dataset, parse_spec
 from ardm.data.dataset import SPLITS
+from ardm.storage import is_uri
 from ardm.train import TrainConfig
 from ardm.upscale import num_stages_for
 
@@ -339,7 +340,7 @@ def absolute_storage(raw: dict, base_dir: str | None = None) -> None:
     if not isinstance(storage, dict):
         return
     path = storage.get("path", StorageSection.path)
-    if isinstance(path, str) and "://" not in path:
+    if isinstance(path, str) and not is_uri(path):
         if base_dir is None:
             storage["path"] = str(Path(path).expanduser().absolute())
         elif not (path.startswith(("/", "~"))):

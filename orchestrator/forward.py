@@ -21,6 +21,8 @@ from pathlib import Path
 
 import yaml
 
+from orchestrator.messages import one_line
+
 DASHBOARD_PORT = 8265
 MLFLOW_PORT = 5000
 # The same command cluster.yaml's head_start_ray_commands use to pick the address they bind.
@@ -33,11 +35,6 @@ SSH_OPTIONS = ("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/
 
 class ForwardError(Exception):
     """The head cannot be found or the tunnel does not come up: one line for the user (exit code 2)."""
-
-
-def first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 @dataclass(frozen=True)
@@ -71,7 +68,7 @@ def head_login(cluster_yaml: str) -> HeadLogin:
         host = get_head_node_ip(str(path))
         auth = _bootstrap_config(yaml.safe_load(path.read_text()))["auth"]
     except (Exception, SystemExit) as err:  # provider errors, no running head, Ray's cli_logger.abort
-        raise ForwardError(f"{cluster_yaml}: cannot find the cluster's head node ({first_line(err)}); "
+        raise ForwardError(f"{cluster_yaml}: cannot find the cluster's head node ({one_line(err, 300)}); "
                            f"is the cluster up (`ray up {cluster_yaml}`)?") from err
     if not host:
         raise ForwardError(f"{cluster_yaml}: the cluster's head node has no IP address yet; is it up?")
@@ -84,10 +81,10 @@ def private_address(login: HeadLogin, timeout_s: float = 60.0) -> str:
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as err:
-        raise ForwardError(f"ssh to the head {login.user}@{login.host} failed: {first_line(err)}") from err
+        raise ForwardError(f"ssh to the head {login.user}@{login.host} failed: {one_line(err, 300)}") from err
     address = done.stdout.strip()
     if done.returncode != 0 or not address:
-        why = first_line(RuntimeError(done.stderr)) if done.stderr.strip() else f"exit code {done.returncode}"
+        why = one_line(done.stderr, 300) if done.stderr.strip() else f"exit code {done.returncode}"
         raise ForwardError(f"ssh to the head {login.user}@{login.host} failed: {why}")
     return address
 
@@ -119,12 +116,12 @@ def forwarded(login: HeadLogin, remote_host: str, ports: dict[int, int],
         tunnel = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.PIPE, text=True)
     except OSError as err:
-        raise ForwardError(f"cannot run ssh for the tunnel to {login.host}: {first_line(err)}") from err
+        raise ForwardError(f"cannot run ssh for the tunnel to {login.host}: {one_line(err, 300)}") from err
     try:
         deadline = time.monotonic() + timeout_s
         while not all(_listening(local) for local in ports):
             if tunnel.poll() is not None:
-                why = first_line(RuntimeError(tunnel.stderr.read())) if tunnel.stderr else ""
+                why = one_line(tunnel.stderr.read(), 300) if tunnel.stderr else ""
                 raise ForwardError(f"the SSH tunnel to {login.user}@{login.host} closed "
                                    f"(exit code {tunnel.returncode}){': ' + why if why else ''}")
             if time.monotonic() > deadline:

@@ -3,8 +3,8 @@ their status, test bpd and checkpoint, so that nobody has to browse folders of c
 
 from __future__ import annotations
 
-from orchestrator.models import MODEL_ID_TAG
-from orchestrator.tracking import CHECKPOINT_TAG, ROLE_TAG, TRIAL_TAG, SweepTracker
+from orchestrator import names
+from orchestrator.tracking import SweepTracker
 
 
 def experiment_rows(tracker_uri: str) -> list[dict]:
@@ -14,7 +14,8 @@ def experiment_rows(tracker_uri: str) -> list[dict]:
     client = MlflowClient(tracker_uri)
     rows = []
     for experiment in client.search_experiments(order_by=["last_update_time DESC"]):
-        sweeps = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'sweep'")
+        sweeps = client.search_runs([experiment.experiment_id],
+                                    filter_string=f"tags.`{names.ROLE_TAG}` = '{names.SWEEP_ROLE}'")
         rows.append({"experiment": experiment.name, "id": experiment.experiment_id, "sweeps": len(sweeps)})
     return rows
 
@@ -22,13 +23,15 @@ def experiment_rows(tracker_uri: str) -> list[dict]:
 def trial_rows(tracker: SweepTracker) -> list[dict]:
     """One row per trial run of the experiment, newest first: trial, status, test bpd ± stderr,
     run id, model id and checkpoint (what any --checkpoint takes)."""
-    runs = tracker.client.search_runs([tracker.experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'trial'",
+    runs = tracker.client.search_runs([tracker.experiment_id],
+                                      filter_string=f"tags.`{names.ROLE_TAG}` = '{names.TRIAL_ROLE}'",
                                       order_by=["attributes.start_time DESC"])
     return [{
-        "trial": run.data.tags.get(TRIAL_TAG, run.info.run_name), "status": run.info.status,
-        "test_bpd": run.data.metrics.get("test_bpd"), "test_bpd_stderr": run.data.metrics.get("test_bpd_stderr"),
-        "run_id": run.info.run_id, "model_id": run.data.tags.get(MODEL_ID_TAG, ""),
-        "checkpoint": run.data.tags.get(CHECKPOINT_TAG, ""),
+        "trial": run.data.tags.get(names.TRIAL_TAG, run.info.run_name), "status": run.info.status,
+        "test_bpd": run.data.metrics.get(names.TEST_BPD),
+        "test_bpd_stderr": run.data.metrics.get(names.TEST_BPD_STDERR),
+        "run_id": run.info.run_id, "model_id": run.data.tags.get(names.MODEL_ID_TAG, ""),
+        "checkpoint": run.data.tags.get(names.CHECKPOINT_TAG, ""),
     } for run in runs]
 
 

@@ -7,9 +7,9 @@ when its process ends, SIGKILL included, so a killed driver never blocks a later
 file itself stays behind and only tells who held the lock last.
 
 Object storage (s3://, gs://, ...) has no lock primitive. For such storage the lock file lives on
-this machine, in ~/.cache/ardm/locks/, named after the storage URI and the sweep: two drivers on
-one machine are refused as on a shared disk, but two machines driving one sweep on object storage
-are not protected from each other.
+this machine, in ~/.cache/ardm/locks/, named after the storage URI and the sweep (where either lock
+file is: orchestrator.layout.lock_path): two drivers on one machine are refused as on a shared disk,
+but two machines driving one sweep on object storage are not protected from each other.
 
 POSIX locks belong to a process, not to a file descriptor: any close of the file by the holding
 process releases them. The holder therefore opens the file once and keeps it open until release.
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import socket
@@ -27,22 +26,11 @@ import time
 import warnings
 from pathlib import Path
 
-LOCK_NAME = "driver.lock"
-LOCAL_LOCKS = Path("~/.cache/ardm/locks")
+from orchestrator.layout import lock_path
 
 
 class SweepBusyError(RuntimeError):
     """Another driver holds the sweep's lock (bad input to the CLI: one line, exit 2)."""
-
-
-def lock_path(storage: str, sweep: str) -> Path:
-    """The lock file of sweep `sweep` stored under `storage` (a path, file:// or another URI)."""
-    if storage.startswith("file://"):
-        storage = storage.removeprefix("file://")
-    if "://" not in storage:
-        return Path(storage, sweep, LOCK_NAME).absolute()
-    key = hashlib.sha256(f"{storage.rstrip('/')}/{sweep}".encode()).hexdigest()[:16]
-    return LOCAL_LOCKS.expanduser() / f"{sweep}-{key}.lock"
 
 
 def _describe(holder: dict) -> str:

@@ -12,7 +12,7 @@ Checkpoint references (`--checkpoint` of every command):
     models:/MODEL_ID                        a logged model (m-...)
     models:/NAME/VERSION, models:/NAME@alias  a registered model
     RUN_ID                                  a trial's run: its checkpoint artifact
-resolved through the tracking URI in the usual order (orchestrator.tracking.resolve_tracking_uri),
+resolved through the tracking URI in the usual order (orchestrator.tracking.uris.resolve_tracking_uri),
 so a remote server works as well as a local store.
 """
 
@@ -29,10 +29,10 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
 from ardm.checkpoint import CHECKPOINT_FILE, load_checkpoint
-from orchestrator.tracking import SweepTracker, TrackingError, check_tracking, resolve_tracking_uri
-from orchestrator.tracking_errors import one_line, redact
+from orchestrator import names
+from orchestrator.messages import one_line
+from orchestrator.tracking import SweepTracker, TrackingError, check_tracking, redact, resolve_tracking_uri
 
-MODEL_ID_TAG = "ardm.model_id"  # on a trial's run: the id of its logged model
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _MLFLOW_URI = ("runs:/", "models:/")
 
@@ -51,7 +51,7 @@ def log_trial_model(tracker: SweepTracker, run_id: str, checkpoint: str | Path, 
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         (folder / CHECKPOINT_FILE).write_bytes(Path(checkpoint).read_bytes())
-        (folder / "ardm_model.json").write_text(json.dumps({
+        (folder / names.MODEL_CARD_FILE).write_text(json.dumps({
             "spec": spec, "data": saved.get("extra", {}).get("data"), "step": saved.get("step"),
             "load": f"ardm.checkpoint.load_model('{CHECKPOINT_FILE}', ema=True)",
         }, indent=1))
@@ -69,7 +69,7 @@ def log_trial_model(tracker: SweepTracker, run_id: str, checkpoint: str | Path, 
         _use_store(tracker.uri)
         client.create_model_version(register_as, f"models:/{model.model_id}", run_id=run_id,
                                     model_id=model.model_id)
-    tracker.set_tags(run_id, {MODEL_ID_TAG: model.model_id})
+    tracker.set_tags(run_id, {names.MODEL_ID_TAG: model.model_id})
     return model.model_id
 
 
@@ -88,13 +88,13 @@ def local_checkpoint(ref: str, tracking_uri: str | None = None) -> str:
         return ref
     uri = resolve_tracking_uri(tracking_uri)
     check_tracking(uri)
-    artifact = f"runs:/{ref}/checkpoint/{CHECKPOINT_FILE}" if _RUN_ID.match(ref) else ref
+    artifact = f"runs:/{ref}/{names.CHECKPOINT_ARTIFACT}" if _RUN_ID.match(ref) else ref
     _use_store(uri)
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact, dst_path=tempfile.mkdtemp(
             prefix="ardm-checkpoint-"), tracking_uri=uri, registry_uri=uri))
     except (MlflowException, OSError) as err:
-        raise TrackingError(f"{ref}: not found at {redact(uri)} ({one_line(str(err), 200)})") from None
+        raise TrackingError(f"{ref}: not found at {redact(uri)} ({one_line(err, 200)})") from None
     if local.is_dir():
         found = sorted(local.rglob(CHECKPOINT_FILE))
         if not found:

@@ -13,8 +13,8 @@
        and codes the same images with PNG and WebP-lossless.
 
 Results land in `out` (a path, or a URI) under a folder named by a hash of the model's identity,
-the data and every setting but the budgets: tables/parts/*.parquet, tables/step_table.parquet,
-budgets/budget-<k>.json and samples_budget_<k>.png. A part or budget file already there is
+the data and every setting but the budgets (orchestrator/layout.py: the step table and its parts,
+each budget's results and sample grid). A part or budget file already there is
 reused, so a resumed or repeated run only computes what is missing, and adding budgets later only
 measures the new ones; other settings or another model start afresh. The curve
 (budget_bpd.parquet/.csv/.png, policies.json), the table (Parquet and CSV) and the grids are
@@ -43,7 +43,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pyarrow.csv as pacsv
-import pyarrow.fs as pafs
 import ray
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -54,18 +53,18 @@ from ardm.compression import choose_order, compressed_bpd
 from ardm.compression.baselines import baseline_bpd
 from ardm.config import ConfigError
 from ardm.data import load_dataset
+from ardm.device import choose_device
 from ardm.evaluate import Estimate
 from ardm.images import full_grid, save_grid
 from ardm.sampling import sample
-from ardm.storage import filesystem, read_json, write_atomic
+from ardm.storage import filesystem, is_uri, read_file, read_json, write_atomic
 from ardm.tables import model_identity
-from orchestrator import names
+from orchestrator import layout, names
 from orchestrator.cluster import connect_ray
 from orchestrator.config import PostprocessSection
 from orchestrator.models import local_checkpoint
 from orchestrator.tables import OUTSIDE_TRIAL, distributed_step_table
-from orchestrator.tracking import CHECKPOINT_TAG, DATA_TAG, SweepTracker, TrackingError, check_tracking
-from orchestrator.tracking_errors import redact
+from orchestrator.tracking import SweepTracker, TrackingError, check_tracking, redact
 
 
 @dataclass
@@ -90,10 +89,7 @@ def _measure_budget(checkpoint: str, data: str, budget: int, policies: dict[str,
                     settings: dict, seed: int, out: str) -> dict:
     """Measure each policy of one budget on the test images (ardm.budgets.measure_budget) and draw
     a sample grid; write both."""
-    import torch
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load_model(checkpoint, ema=True, map_location=device)
+    model = load_model(checkpoint, ema=True, map_location=choose_device())
     images = _test_images(data, settings["max_images"], seed)
     measured = measure_budget(model, images, policies, settings["orders_per_image"], seed=seed)
     if settings["sample_grid"]:
@@ -102,11 +98,11 @@ def _measure_budget(checkpoint: str, data: str, budget: int, policies: dict[str,
         with tempfile.TemporaryDirectory() as scratch:
             png = save_grid(grid, model.spec.num_classes, Path(scratch) / "grid.png", reference=images[:columns],
                             title=f"{model.upscaler}: budget {budget} calls, optimal policy")
-            fs, path = filesystem(f"{out}/samples_budget_{budget}.png")
+            fs, path = filesystem(layout.sample_grid(out, budget))
             write_atomic(fs, path, png.read_bytes())
     result = {"budget": budget, "policies": policies,
               "measured": {name: est.to_dict() for name, est in measured.items()}}
-    fs, path = filesystem(f"{out}/budgets/budget-{budget}.json")
+    fs, path = filesystem(layout.budget_result(out, budget))
     write_atomic(fs, path, json.dumps(result).encode())
     return result
 
@@ -124,7 +120,7 @@ def _compress_budget(checkpoint: str, data: str, budget: int, policy: list[list[
     bpd, bits = compressed_bpd(model, images, policy, order.seed)
     result = {"budget": budget, "policy": policy, "settings": settings, "order_seed": order.seed, "bpd": bpd,
               "bits": bits.tolist(), "baselines": baseline_bpd(images)}
-    fs, path = filesystem(f"{out}/compression/budget-{budget}.json")
+    fs, path = filesystem(layout.compression_result(out, budget))
     write_atomic(fs, path, json.dumps(result).encode())
     return result
 
@@ -151,9 +147,9 @@ def postprocess_checkpoint(
     key = {"model": model_identity(model), "data": data, "seed": seed,
            **{k: v for k, v in asdict(settings).items()
               if k not in ("budgets", "enabled", "table_ranges", "compression")}}
-    work = f"{out}/{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]}"
+    work = layout.postprocess_work(out, hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12])
     table = distributed_step_table(
-        checkpoint, data, f"{work}/tables", model.num_steps, settings.table_ranges,
+        checkpoint, data, layout.tables_folder(work), model.num_steps, settings.table_ranges,
         settings.table_samples_per_step, settings.steps_per_call, seed, settings.table_split,
         settings.table_images, use_gpu,
     )
@@ -165,7 +161,7 @@ def postprocess_checkpoint(
     compression = asdict(settings.compression) | {"budgets": None}
     compressed, compressing = {}, []
     for budget in compress_at:
-        done = read_json(f"{work}/compression/budget-{budget}.json")
+        done = read_json(layout.compression_result(work, budget))
         if done is not None and done["policy"] == policies[budget, "optimal"] and done["settings"] == compression:
             compressed[budget] = done
         else:
@@ -173,7 +169,7 @@ def postprocess_checkpoint(
                 checkpoint, data, budget, policies[budget, "optimal"], compression, seed, work))
     for budget in budgets:
         wanted = {name: starts for (b, name), starts in policies.items() if b == budget}
-        done = read_json(f"{work}/budgets/budget-{budget}.json")
+        done = read_json(layout.budget_result(work, budget))
         if done is not None and done["policies"] == wanted:
             results[budget] = done
         else:
@@ -187,17 +183,20 @@ def postprocess_checkpoint(
         for (budget, name), starts in policies.items() if budget in results
     ]
     curve = BudgetCurve(rows=rows, policies=policies, full_elbo=table.full_elbo_bpd())
-    folder = _local_folder(out)
+    folder = layout.artifacts_folder(out)
     save_budget_curve(curve, folder, title=f"{model.upscaler}: budget vs bpd")
-    pacsv.write_csv(table.to_arrow(), folder / "step_table.csv")
-    for name in ["tables/step_table.parquet"] + [f"samples_budget_{b}.png" for b in budgets]:
-        _copy_to_local(f"{work}/{name}", folder / Path(name).name)
+    pacsv.write_csv(table.to_arrow(), (folder / layout.STEP_TABLE).with_suffix(".csv"))
+    kept = {layout.STEP_TABLE: layout.step_table(layout.tables_folder(work))}
+    kept |= {names.sample_grid_file(b): layout.sample_grid(work, b) for b in budgets}
+    for name, uri in kept.items():
+        if (payload := read_file(uri)) is not None:
+            (folder / name).write_bytes(payload)
     metrics, curves = curve_metrics(curve, model.num_steps, model.num_stages)
     for budget, done in compressed.items():
         curves[names.COMPRESSED][budget] = done["bpd"]
         metrics |= {names.BASELINE[codec]: bpd for codec, bpd in done["baselines"].items()}
     if compressed:
-        (folder / "compression.json").write_text(json.dumps(list(compressed.values())))
+        (folder / names.COMPRESSION_FILE).write_text(json.dumps(list(compressed.values())))
     return Postprocessed(curve=curve, metrics=metrics, curves=curves, folder=folder)
 
 
@@ -205,7 +204,8 @@ def curve_metrics(curve: BudgetCurve, total_steps: int, num_stages: int
                   ) -> tuple[dict[str, float], dict[str, dict[int, float]]]:
     """The MLflow metrics of a budget curve (see the module docstring): (one-value metrics,
     curves {key: {calls: bpd}}); the standard errors are in the curve's table (names.CURVE_TABLE)."""
-    metrics = {"full_elbo_bpd": curve.full_elbo[0], "total_steps": float(total_steps), "num_stages": float(num_stages)}
+    metrics = {names.FULL_ELBO: curve.full_elbo[0], names.TOTAL_STEPS: float(total_steps),
+               names.NUM_STAGES: float(num_stages)}
     curves: dict[str, dict[int, float]] = {key: {} for key in names.CURVES}
     for r in curve.rows:
         curves[names.MEASURED[r["policy"]]][r["calls"]] = r["measured_bpd"]
@@ -213,19 +213,6 @@ def curve_metrics(curve: BudgetCurve, total_steps: int, num_stages: int
             curves[names.PREDICTED][r["calls"]] = r["predicted_bpd"]
             curves[names.EXCESS][r["calls"]] = r["excess_bpd"]
     return metrics, curves
-
-
-def _local_folder(out: str) -> Path:
-    """Where the artifacts to log are gathered: <out>/artifacts for a local `out`, else a temporary folder."""
-    folder = Path(tempfile.mkdtemp(prefix="ardm-postprocess-")) if "://" in out else Path(out) / "artifacts"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def _copy_to_local(uri: str, local: Path) -> None:
-    fs, path = filesystem(uri)
-    if fs.get_file_info(path).type == pafs.FileType.File:
-        local.write_bytes(fs.open_input_file(path).read())
 
 
 @dataclass
@@ -246,7 +233,7 @@ def find_target(run: str, tracking_uri: str, download_to: Path) -> Target:
     downloaded into `download_to`)."""
     if run.startswith(("runs:/", "models:/")):
         run = local_checkpoint(run, tracking_uri)
-    if "://" in run or Path(run).exists():
+    if is_uri(run) or Path(run).exists():
         return Target(checkpoint=run, data=trained_data(load_checkpoint(run)))
     check_tracking(tracking_uri)
     client = MlflowClient(tracking_uri)
@@ -255,12 +242,12 @@ def find_target(run: str, tracking_uri: str, download_to: Path) -> Target:
     except MlflowException:
         raise TrackingError(f"{run}: neither a checkpoint file nor a run id at {redact(tracking_uri)}") from None
     experiment = client.get_experiment(found.info.experiment_id).name
-    checkpoint = found.data.tags.get(CHECKPOINT_TAG)
+    checkpoint = found.data.tags.get(names.CHECKPOINT_TAG)
     if checkpoint is None:
-        raise TrackingError(f"{redact(tracking_uri)}: run {run} has no checkpoint (tag {CHECKPOINT_TAG}): "
+        raise TrackingError(f"{redact(tracking_uri)}: run {run} has no checkpoint (tag {names.CHECKPOINT_TAG}): "
                             "not a finished trial")
-    if "://" not in checkpoint and not Path(checkpoint).is_file():
+    if not is_uri(checkpoint) and not Path(checkpoint).is_file():
         download_to.mkdir(parents=True, exist_ok=True)
-        checkpoint = client.download_artifacts(run, f"checkpoint/{Path(checkpoint).name}", str(download_to))
-    return Target(checkpoint=checkpoint, data=found.data.tags.get(DATA_TAG),
+        checkpoint = client.download_artifacts(run, names.CHECKPOINT_ARTIFACT, str(download_to))
+    return Target(checkpoint=checkpoint, data=found.data.tags.get(names.DATA_TAG),
                   tracker=SweepTracker(tracking_uri, experiment), run_id=run)

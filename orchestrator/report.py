@@ -19,7 +19,6 @@ import base64
 import html
 import io
 import math
-import re
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -34,91 +33,90 @@ from ardm.budgets import format_calls_axis
 from ardm.storage import filesystem, write_atomic
 from orchestrator import names
 from orchestrator.findings import PAPER_CIFAR10, findings
-from orchestrator.tracking import FAILURE_REASON_TAG, ROLE_TAG, TRIAL_TAG, SweepTracker, TrackingError
+from orchestrator.layout import report_folder
+from orchestrator.tracking import SweepTracker, TrackingError
 
-CONFIGURATION_TAG = "ardm.configuration"
-_COMPRESSED_METRIC = re.compile(r"^compressed_bpd_(\d+)$")
-_BUDGET_COLUMN = re.compile(r"^bpd_budget_(\d+)$")
 STATUS = {"FINISHED": "finished", "FAILED": "failed", "KILLED": "killed"}  # anything else: unfinished
 KINDS = ("excess", "predicted", "naive", "joint")  # beside the measured optimal bpd at each budget
 BASELINES = tuple(names.BASELINE.values())
 
+
 @dataclass
 class Report:
     """rows: one dict per trial (the Parquet columns); budgets: the budget columns (network calls,
-    the "all steps" column aside); folder: where report.{md,html,parquet} and budget_bpd.png are."""
+    the "all steps" column aside); folder: where report.{md,html,parquet} and budget_bpd.png are;
+    compressed: the budgets of the compressed_bpd_<k> columns."""
 
     rows: list[dict]
     budgets: list[int]
     folder: Path
     grids: dict[str, dict[int, bytes]] = field(default_factory=dict)  # run id -> budget -> PNG
     notes: list[str] = field(default_factory=list)
+    compressed: list[int] = field(default_factory=list)
 
     @property
     def html(self) -> Path:
         return self.folder / "report.html"
 
 
-def report_folder(storage_path: str, sweep_name: str) -> Path:
-    """A sweep report's local folder: <storage>/<sweep>/report when the storage is local, else
-    ./reports/<sweep> (an object store is no folder to write a report into)."""
-    if "://" in storage_path:
-        return Path("reports", sweep_name).absolute()
-    return Path(storage_path, sweep_name, "report")
-
-
 def default_folder(tracker: SweepTracker, parent_id: str) -> Path:
     """Where `ardm report` writes by default: the sweep's own report folder, from its run's params."""
     params = tracker.client.get_run(parent_id).data.params
-    name = params.get("sweep.name", tracker.experiment)
-    return report_folder(params.get("storage.path", "://"), name)
+    return report_folder(params.get("storage.path"), params.get("sweep.name", tracker.experiment))
 
 
 def latest_sweep(tracker: SweepTracker) -> str:
     """The run id of the experiment's most recent sweep (parent) run."""
-    runs = tracker.client.search_runs([tracker.experiment_id], filter_string=f"tags.`{ROLE_TAG}` = 'sweep'",
+    runs = tracker.client.search_runs([tracker.experiment_id],
+                                      filter_string=f"tags.`{names.ROLE_TAG}` = '{names.SWEEP_ROLE}'",
                                       order_by=["attributes.start_time DESC"], max_results=1)
     if not runs:
         raise TrackingError(f"{tracker.shown_uri}: experiment {tracker.experiment!r} has no sweep run")
     return runs[0].info.run_id
 
 
-def trial_row(tracker: SweepTracker, run: Run) -> dict:
+def trial_row(tracker: SweepTracker, run: Run) -> tuple[dict, set[int], set[int]]:
     """A trial run as a report row: status, reason, and its metrics (bits per dimension, seconds).
     Budget columns are `bpd_budget_<k>` (the optimal policy, measured) and `bpd_budget_<k>_<kind>`
     for each of KINDS, each with `_stderr`, and `compressed_bpd_<k>`; k is total calls. The values
-    are the run's curve metrics (orchestrator.names), the standard errors its curve table."""
+    are the run's curve metrics (orchestrator.names), the standard errors its curve table.
+    Returns (the row, its budgets below all steps, its compression budgets)."""
     m, tags, params = run.data.metrics, run.data.tags, run.data.params
-    total = int(m["total_steps"]) if "total_steps" in m else None
+    total = int(m[names.TOTAL_STEPS]) if names.TOTAL_STEPS in m else None
     row = {
-        "trial": tags.get(TRIAL_TAG, run.info.run_name),
-        "configuration": tags.get(CONFIGURATION_TAG, run.info.run_name),
+        "trial": tags.get(names.TRIAL_TAG, run.info.run_name),
+        "configuration": tags.get(names.CONFIGURATION_TAG, run.info.run_name),
         "branching": params.get("model.branching"),
         "parameterization": params.get("model.parameterization"),
         "status": STATUS.get(run.info.status, "unfinished"),
-        "reason": tags.get(FAILURE_REASON_TAG, ""),
+        "reason": tags.get(names.FAILURE_REASON_TAG, ""),
         "run_id": run.info.run_id,
         "data": params.get("data.spec"),
         "table_split": params.get("postprocess.table_split"),
-        "test_bpd": m.get("test_bpd"), "test_bpd_stderr": m.get("test_bpd_stderr"),
-        "full_elbo_bpd": m.get("full_elbo_bpd"),
-        "total_steps": total, "num_stages": int(m["num_stages"]) if "num_stages" in m else None,
-        "train_time_s": m.get("wall_time_s"),
-        **{name: m.get(name) for name in names.BASELINE.values()},
+        "test_bpd": m.get(names.TEST_BPD), "test_bpd_stderr": m.get(names.TEST_BPD_STDERR),
+        "full_elbo_bpd": m.get(names.FULL_ELBO),
+        "total_steps": total, "num_stages": int(m[names.NUM_STAGES]) if names.NUM_STAGES in m else None,
+        "train_time_s": m.get(names.WALL_TIME),
+        **{name: m.get(name) for name in BASELINES},
     }
+    budgets: set[int] = set()
+    compressed: set[int] = set()
     if total is None:  # not post-processed
-        return row
+        return row, budgets, compressed
     suffix = {names.MEASURED["optimal"]: "", names.MEASURED["naive"]: "_naive", names.MEASURED["optimal-joint"]:
               "_joint", names.PREDICTED: "_predicted", names.EXCESS: "_excess"}
     for key in names.CURVES:
         for calls, value in _curve(tracker, run.info.run_id, key).items():
             if key == names.COMPRESSED:
                 row[f"compressed_bpd_{calls}"] = value
+                compressed.add(calls)
             elif calls == total:
                 if key == names.MEASURED["optimal"]:
                     row["bpd_all_steps"] = value
             else:
                 row[f"bpd_budget_{calls}{suffix[key]}"] = value
+                if key == names.MEASURED["optimal"]:
+                    budgets.add(calls)
     for r in _curve_table(tracker, run.info.run_id):
         kinds = {"": "measured", "_predicted": "predicted", "_excess": "excess"} if r["policy"] == "optimal" else \
             {suffix[names.MEASURED[r["policy"]]]: "measured"}
@@ -127,7 +125,7 @@ def trial_row(tracker: SweepTracker, run: Run) -> dict:
                 row[f"bpd_budget_{r['calls']}{column}_stderr"] = r[f"{kind}_stderr"]
         if r["calls"] == total and r["policy"] == "optimal":
             row["bpd_all_steps_stderr"], row["full_elbo_stderr"] = r["measured_stderr"], r["predicted_stderr"]
-    return row
+    return row, budgets, compressed
 
 
 def _curve(tracker: SweepTracker, run_id: str, key: str) -> dict[int, float]:
@@ -146,16 +144,17 @@ def _curve_table(tracker: SweepTracker, run_id: str) -> list[dict]:
         return []
 
 
-def _sample_grids(tracker: SweepTracker, run_id: str) -> dict[int, bytes]:
-    """The trial's post-processing sample grids (budget -> PNG bytes); {} when there are none."""
+def _sample_grids(tracker: SweepTracker, run_id: str, budgets: set[int]) -> dict[int, bytes]:
+    """The trial's post-processing sample grids at `budgets` (budget -> PNG bytes), those it has."""
+    wanted = {names.sample_grid(budget): budget for budget in budgets}
     grids = {}
     try:
-        names = [a.path for a in tracker.client.list_artifacts(run_id, "postprocess")]
+        logged = [a.path for a in tracker.client.list_artifacts(run_id, names.POSTPROCESS_ARTIFACTS)]
         with tempfile.TemporaryDirectory() as scratch:
-            for name in names:
-                if (found := re.search(r"samples_budget_(\d+)\.png$", name)):
-                    local = tracker.client.download_artifacts(run_id, name, scratch)
-                    grids[int(found[1])] = Path(local).read_bytes()
+            for path in logged:
+                if path in wanted:
+                    local = tracker.client.download_artifacts(run_id, path, scratch)
+                    grids[wanted[path]] = Path(local).read_bytes()
     except (MlflowException, OSError):
         return {}  # a report without pictures beats no report
     return grids
@@ -165,18 +164,19 @@ def build_report(tracker: SweepTracker, parent_id: str, out: str | Path, log: bo
     """Write the report of sweep run `parent_id` into `out` (a local folder) and, with `log`, log
     it to that run under report/."""
     parent = tracker.client.get_run(parent_id)
-    rows = [trial_row(tracker, run) for run in tracker.runs_of(parent_id)]
-    budgets = sorted({int(found[1]) for r in rows for k in r if (found := _BUDGET_COLUMN.match(k))})
-    compressed = sorted({int(found[1]) for r in rows for k in r if (found := _COMPRESSED_METRIC.match(k))})
+    trials = [trial_row(tracker, run) for run in tracker.runs_of(parent_id)]
+    budgets = sorted({b for _, found, _ in trials for b in found})
+    compressed = sorted({b for _, _, found in trials for b in found})
     columns = ["trial", "configuration", "branching", "parameterization", "status", "reason", "run_id", "data",
                "table_split", "test_bpd", "test_bpd_stderr", "full_elbo_bpd", "full_elbo_stderr", "total_steps",
                "num_stages", "train_time_s", "bpd_all_steps", "bpd_all_steps_stderr", *BASELINES]
     columns += [f"bpd_budget_{b}{kind}{s}" for b in budgets for kind in ("", *(f"_{k}" for k in KINDS))
                 for s in ("", "_stderr")]
     columns += [f"compressed_bpd_{b}" for b in compressed]
-    rows = [{c: r.get(c) for c in columns} for r in sorted(rows, key=lambda r: r["trial"])]
-    report = Report(rows=rows, budgets=budgets, folder=Path(out),
-                    grids={r["run_id"]: _sample_grids(tracker, r["run_id"]) for r in rows if r["status"] == "finished"})
+    rows = [{c: r.get(c) for c in columns} for r, _, _ in sorted(trials, key=lambda t: t[0]["trial"])]
+    grids = {r["run_id"]: _sample_grids(tracker, r["run_id"], {*found, r["total_steps"]})
+             for r, found, _ in trials if r["status"] == "finished" and r["total_steps"] is not None}
+    report = Report(rows=rows, budgets=budgets, folder=Path(out), grids=grids, compressed=compressed)
     report.notes = _notes(report)
     text = {"trial", "configuration", "branching", "parameterization", "status", "reason", "run_id", "data",
             "table_split"}
@@ -191,7 +191,7 @@ def build_report(tracker: SweepTracker, parent_id: str, out: str | Path, log: bo
     _write(report.folder / "report.md", _markdown(report, title, header).encode())
     _write(report.html, _html(report, title, header, plot.read_bytes()).encode())
     if log:
-        tracker.log_artifact(parent_id, report.folder, "report")
+        tracker.log_artifact(parent_id, report.folder, names.REPORT_ARTIFACTS)
     return report
 
 
@@ -258,8 +258,9 @@ def _compression_table(report: Report) -> tuple[list[str], list[list[str]]]:
     header = ["configuration", "calls", "per stage", "ARDM (rANS)", "measured bpd", "PNG", "WebP-lossless"]
     cells = []
     for r in report.rows:
-        coded = {int(found[1]): r[k] for k in r if (found := _COMPRESSED_METRIC.match(k)) and r[k] is not None}
-        for b, bpd in sorted(coded.items()):
+        for b in report.compressed:
+            if (bpd := r[f"compressed_bpd_{b}"]) is None:
+                continue
             cells.append([r["configuration"], str(b), _per_stage(b, r["num_stages"]), _cell(bpd),
                           _cell(r.get(f"bpd_budget_{b}"), r.get(f"bpd_budget_{b}_stderr")),
                           _cell(r["png_bpd"]), _cell(r["webp_lossless_bpd"])])

@@ -24,13 +24,13 @@ from typing import Any
 from orchestrator.forward import (
     DASHBOARD_PORT,
     ForwardError,
-    first_line,
     forwarded,
     free_local_port,
     head_login,
     private_address,
 )
 from orchestrator.launcher import is_sweep_file
+from orchestrator.messages import one_line
 
 # Where relative paths of a submitted sweep lie on the head: its home, as with `ray submit`.
 HEAD_BASE_DIR = "~"
@@ -86,7 +86,7 @@ def _job_client(address: str) -> Any:
         return JobSubmissionClient(address)
     except Exception as err:
         raise SubmitError(
-            f"cannot reach Ray's job server at {address} ({first_line(err)}); without --address, `ardm submit` "
+            f"cannot reach Ray's job server at {address} ({one_line(err, 300)}); without --address, `ardm submit` "
             f"opens an SSH tunnel to the head itself (`ardm forward CLUSTER.yaml` keeps one open at "
             f"http://127.0.0.1:{DASHBOARD_PORT})") from err
 
@@ -128,7 +128,7 @@ def submit_sweep(address: str, sweep_file: str, overrides: list[str], wait: bool
                     time.sleep(1.0)
                     continue
                 raise SubmitError(f"{sweep_file}: the job server at {address} refused the job: "
-                                  f"{first_line(err)}") from err
+                                  f"{one_line(err, 300)}") from err
     later = f"http://127.0.0.1:{DASHBOARD_PORT}" if follow_hint else address
     print(f"submitted {path.name} as Ray job {job_id}: {entrypoint}")
     print(f"  results:         {results}")

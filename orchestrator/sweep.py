@@ -3,13 +3,8 @@
 Order matters: everything that can be wrong with the input (the sweep file, the data, the
 tracking server) is checked before Ray starts, so a bad sweep fails in seconds with one line.
 
-Storage layout under <storage.path>/<sweep name>/:
-    data/          Parquet shards + manifest.json (converted once from data.spec)
-    tune/          Ray Tune's experiment state (what `--resume` restores)
-    train/<trial>/ each trial's Ray Train run: checkpoints
-    postprocess/<trial>/  step table parts, per-budget results, the artifacts logged to MLflow
-    sweep.json     the sweep's MLflow parent run id and tracking URI (without its password)
-    driver.lock    locked by the running driver (orchestrator.lock): a second driver is refused
+Where the sweep's files go (data, Tune state, checkpoints, post-processing, sweep.json, the lock,
+the outbox, the report): orchestrator/layout.py.
 """
 
 from __future__ import annotations
@@ -22,21 +17,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-import pyarrow.fs as pafs
 import ray
 from ray import tune
 
 from ardm.data import DataError, convert_dataset, parse_spec
 from ardm.data.parquet import read_manifest
-from ardm.storage import filesystem, write_atomic
+from ardm.storage import filesystem, read_json, write_atomic
+from orchestrator import layout, names
 from orchestrator.cluster import connect_ray
 from orchestrator.config import Sweep, SweepConfig, check_budgets_fit, check_data, resolve, trial_label
 from orchestrator.lock import acquire
-from orchestrator.report import Report, build_report, report_folder
-from orchestrator.sync import sweep_outbox
-from orchestrator.tracking import SweepTracker, TrackingError, check_tracking, resolve_tracking_uri
-from orchestrator.tracking_errors import redact
-from orchestrator.trial import run_trial, sweep_root
+from orchestrator.messages import describe
+from orchestrator.report import Report, build_report
+from orchestrator.tracking import SweepTracker, TrackingError, check_tracking, redact, resolve_tracking_uri
+from orchestrator.trial import CHECKPOINT_RESULT, run_trial
 from orchestrator.worker import PROGRESS_COLUMNS
 
 # The trial function itself only waits on its TorchTrainer: a token share of a CPU.
@@ -50,7 +44,7 @@ def prepare_data(cfg: SweepConfig) -> str:
     if spec.kind == "parquet":
         read_manifest(spec.location)  # fail now on a missing manifest, not inside a worker
         return spec.location
-    uri = f"{sweep_root(cfg)}/data"
+    uri = layout.data_folder(cfg)
     try:
         if read_manifest(uri).get("source") == cfg.data.spec:
             return uri
@@ -104,13 +98,6 @@ def _trial_name(sweep: Sweep):
     return name
 
 
-def _read_state(cfg: SweepConfig) -> dict:
-    fs, path = filesystem(f"{sweep_root(cfg)}/sweep.json")
-    if fs.get_file_info(path).type != pafs.FileType.File:
-        return {}
-    return json.loads(fs.open_input_file(path).read())
-
-
 def run_sweep(sweep: Sweep, resume: bool = False, verbose: bool = False) -> SweepOutcome:
     """Run (or resume) the sweep on the Ray cluster at RAY_ADDRESS, or a local one; `verbose` shows
     the Ray workers' output as well (orchestrator.cluster.connect_ray)."""
@@ -140,23 +127,22 @@ def progress_reporter(sweep: Sweep, verbose: bool) -> tune.CLIReporter:
 
 def _run_locked(sweep: Sweep, uri: str, resume: bool, verbose: bool) -> SweepOutcome:
     cfg = sweep.base
-    state = _read_state(cfg) if resume else {}
+    state = (read_json(layout.state_file(cfg)) or {}) if resume else {}
     data_uri = prepare_data(cfg)
     connect_ray(verbose)
-    tracker = SweepTracker(reachable_uri(uri), cfg.experiment, outbox=sweep_outbox(cfg))
-    parent_id = tracker.start_sweep(cfg.sweep.name, sweep.raw, {"ardm.sweep_file": str(sweep.path)},
+    tracker = SweepTracker(reachable_uri(uri), cfg.experiment, outbox=layout.sweep_outbox(cfg))
+    parent_id = tracker.start_sweep(cfg.sweep.name, sweep.raw, {names.SWEEP_FILE_TAG: str(sweep.path)},
                                     run_id=state.get("parent_run_id"))
-    fs, path = filesystem(f"{sweep_root(cfg)}/sweep.json")
+    fs, path = filesystem(layout.state_file(cfg))
     write_atomic(fs, path, json.dumps({"parent_run_id": parent_id, "tracking_uri": redact(uri)}).encode())
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, tracker=tracker, parent_id=parent_id, data_uri=data_uri,
                              searched=list(sweep.spaces)),
         {"CPU": TRIAL_DRIVER_CPUS},
     )
-    tune_path = f"{sweep_root(cfg)}/tune"
     reporter = progress_reporter(sweep, verbose)
-    if resume and tune.Tuner.can_restore(tune_path):
-        tuner = tune.Tuner.restore(tune_path, trainable=trainable, resume_errored=True)
+    if resume and tune.Tuner.can_restore(layout.tune_folder(cfg)):
+        tuner = tune.Tuner.restore(layout.tune_folder(cfg), trainable=trainable, resume_errored=True)
     else:
         tuner = tune.Tuner(
             trainable,
@@ -169,14 +155,14 @@ def _run_locked(sweep: Sweep, uri: str, resume: bool, verbose: bool) -> SweepOut
                 ),
             ),
             run_config=tune.RunConfig(
-                name="tune", storage_path=sweep_root(cfg),
+                name=layout.TUNE_NAME, storage_path=layout.sweep_root(cfg),
                 failure_config=tune.FailureConfig(max_failures=cfg.failure.trial_max_failures),
                 progress_reporter=reporter, verbose=2 if verbose else 1,
             ),
         )
     results = tuner.fit()  # returns (state saved) on SIGINT too: unfinished trials tell
-    unfinished = [r for r in results if r.error is None and "checkpoint_path" not in (r.metrics or {})]
-    report = finish_sweep(tracker, parent_id, results, report_folder(cfg.storage.path, cfg.sweep.name),
+    unfinished = [r for r in results if r.error is None and CHECKPOINT_RESULT not in (r.metrics or {})]
+    report = finish_sweep(tracker, parent_id, results, layout.report_folder(cfg.storage.path, cfg.sweep.name),
                           str(sweep.path), len(unfinished))
     return SweepOutcome(results=results, report=report, interrupted=bool(unfinished))
 
@@ -197,16 +183,16 @@ def finish_sweep(
     """Close the sweep's parent run with a summary of its trials and the sweep report: FINISHED,
     FAILED (some trial failed) or KILLED (interrupted, `unfinished` trials left to resume)."""
     failed = [r for r in results if r.error is not None]
-    best = [r.metrics["test_bpd"] for r in results
-            if r.error is None and math.isfinite((r.metrics or {}).get("test_bpd", math.nan))]
-    summary = {"trials": len(results), "trials_failed": len(failed)}
+    best = [r.metrics[names.TEST_BPD] for r in results
+            if r.error is None and math.isfinite((r.metrics or {}).get(names.TEST_BPD, math.nan))]
+    summary = {names.TRIALS: len(results), names.TRIALS_FAILED: len(failed)}
     if best:
-        summary["best_test_bpd"] = min(best)
+        summary[names.BEST_TEST_BPD] = min(best)
     tracker.log_metrics(parent_id, summary)
     try:
         report = build_report(tracker, parent_id, folder)
     except Exception as err:  # the trials' results are all in MLflow; `ardm report` can retry
-        warnings.warn(f"sweep report not written ({type(err).__name__}: {err}); "
+        warnings.warn(f"sweep report not written ({describe(err)}); "
                       f"retry with: ardm report {tracker.experiment}", stacklevel=2)
         report = None
     if unfinished:

@@ -2,23 +2,24 @@
 
 Each range is a Ray task (one GPU where the cluster has GPUs, else CPUs) that loads the
 checkpoint's EMA weights and the table's images of a dataset spec (ardm.tables.table_images: the
-training split by default), estimates its steps (ardm.tables), and writes
-`<out>/parts/steps-<lo>-<hi>.parquet` atomically. A lost task is retried by Ray; a range whose
-part already exists is not recomputed, so a resumed post-processing run continues where it
-stopped. Ranges are aligned to multiples of steps_per_call, so the merged table is bit-identical
-to a one-pass computation with the same seed.
+training split by default), estimates its steps (ardm.tables), and writes its part
+(`<out>/parts/steps-<lo>-<hi>.parquet`, orchestrator.layout.table_part) atomically. A lost task is
+retried by Ray; a range whose part already exists is not recomputed, so a resumed post-processing
+run continues where it stopped. Ranges are aligned to multiples of steps_per_call, so the merged
+table is bit-identical to a one-pass computation with the same seed.
 """
 
 from __future__ import annotations
 
 from itertools import pairwise
 
-import pyarrow.fs as pafs
 import ray
 
 from ardm.checkpoint import load_model
-from ardm.storage import filesystem
+from ardm.device import choose_device
+from ardm.storage import is_file
 from ardm.tables import TABLE_SPLIT, StepTable, estimate_step_table, table_images
+from orchestrator.layout import step_table, table_part
 
 # Spread over the cluster's nodes, and never inside the calling Tune trial's placement group
 # (an explicit strategy is not captured by it): a trial reserves only its driver's token CPU.
@@ -33,22 +34,10 @@ def step_ranges(num_steps: int, num_ranges: int, steps_per_call: int) -> list[ra
     return [range(a * steps_per_call, min(b * steps_per_call, num_steps)) for a, b in pairwise(edges)]
 
 
-def _part_uri(out: str, steps: range) -> str:
-    return f"{out}/parts/steps-{steps.start:06d}-{steps.stop:06d}.parquet"
-
-
-def _exists(uri: str) -> bool:
-    fs, path = filesystem(uri)
-    return fs.get_file_info(path).type == pafs.FileType.File
-
-
 @ray.remote(max_retries=3)
 def _table_range(checkpoint: str, data: str, split: str, steps: range, samples_per_step: int,
                  steps_per_call: int, seed: int, num_images: int, out_uri: str) -> str:
-    import torch
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load_model(checkpoint, ema=True, map_location=device)
+    model = load_model(checkpoint, ema=True, map_location=choose_device())
     images, metadata = table_images(data, split, num_images, seed)
     part = estimate_step_table(model, images, samples_per_step, steps=steps, steps_per_call=steps_per_call,
                                seed=seed, metadata=metadata)
@@ -78,12 +67,12 @@ def distributed_step_table(
     task = _table_range.options(num_gpus=1 if use_gpu else 0, num_cpus=1, scheduling_strategy=OUTSIDE_TRIAL)
     pending = [
         task.remote(checkpoint, data, split, steps, samples_per_step, steps_per_call, seed, num_images,
-                    _part_uri(out, steps))
+                    table_part(out, steps))
         for steps in step_ranges(num_steps, num_ranges, steps_per_call)
-        if not _exists(_part_uri(out, steps))
+        if not is_file(table_part(out, steps))
     ]
     ray.get(pending)
-    table = StepTable.merge(StepTable.load(_part_uri(out, steps))
+    table = StepTable.merge(StepTable.load(table_part(out, steps))
                             for steps in step_ranges(num_steps, num_ranges, steps_per_call))
-    table.save(f"{out}/step_table.parquet")
+    table.save(step_table(out))
     return table

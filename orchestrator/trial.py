@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 import warnings
-from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 import ray.train
@@ -20,26 +19,19 @@ from ray import tune
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from ardm.checkpoint import CheckpointError, load_checkpoint
+from ardm.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint
 from ardm.config import build
 from ardm.data.parquet import split_record
 from ardm.storage import filesystem
+from orchestrator import layout, names
 from orchestrator.config import SweepConfig, trial_label
+from orchestrator.messages import describe
 from orchestrator.models import log_trial_model
 from orchestrator.postprocess import postprocess_checkpoint
-from orchestrator.report import CONFIGURATION_TAG
-from orchestrator.tracking import CHECKPOINT_TAG, DATA_TAG, SweepTracker
-from orchestrator.worker import CHECKPOINT_FILE, train_worker
+from orchestrator.tracking import SweepTracker
+from orchestrator.worker import train_worker
 
-
-def sweep_root(cfg: SweepConfig) -> str:
-    """Everything a sweep stores (data, Tune state, checkpoints, post-processing) is under this folder."""
-    return f"{cfg.storage.path}/{cfg.sweep.name}"
-
-
-def train_storage(cfg: SweepConfig) -> str:
-    """Where the sweep's Ray Train runs keep their checkpoints."""
-    return f"{sweep_root(cfg)}/train"
+CHECKPOINT_RESULT = "checkpoint_path"  # in a finished trial's Tune result: its final checkpoint file
 
 
 def run_trial(config: dict, tracker: SweepTracker, parent_id: str, data_uri: str,
@@ -49,16 +41,16 @@ def run_trial(config: dict, tracker: SweepTracker, parent_id: str, data_uri: str
     cfg: SweepConfig = build(SweepConfig, config)
     trial_name = tune.get_context().get_trial_name()
     run_id = tracker.trial_run(parent_id, trial_name, config)
-    tracker.set_tags(run_id, {CONFIGURATION_TAG: trial_label(config, searched)})
+    tracker.set_tags(run_id, {names.CONFIGURATION_TAG: trial_label(config, searched)})
     # Tune retries a failed trial (failure.trial_max_failures): number each attempt in its run.
-    attempt = len(tracker.client.get_metric_history(run_id, "trial_attempt")) + 1
-    tracker.log_metrics(run_id, {"trial_attempt": attempt}, step=attempt)
+    attempt = len(tracker.client.get_metric_history(run_id, names.TRIAL_ATTEMPT)) + 1
+    tracker.log_metrics(run_id, {names.TRIAL_ATTEMPT: attempt}, step=attempt)
     if attempt == 1:  # MLflow lists a dataset input once per log call: record the data once per trial
         tracker.log_datasets(run_id, [split_record(data_uri, split) | {"context": context}
                                       for split, context in (("train", "training"), ("test", "testing"))])
     resources = cfg.resources
     per_worker = {"CPU": resources.cpus_per_worker} | ({"GPU": resources.gpus_per_worker} if resources.use_gpu else {})
-    run_folder = f"{train_storage(cfg)}/{trial_name}"  # Ray Train's run_config below puts checkpoints there
+    run_folder = layout.train_run_folder(cfg, trial_name)
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"config": config, "data_uri": data_uri, "tracker": tracker, "run_id": run_id,
@@ -67,7 +59,7 @@ def run_trial(config: dict, tracker: SweepTracker, parent_id: str, data_uri: str
             num_workers=resources.workers_per_trial, use_gpu=resources.use_gpu, resources_per_worker=per_worker
         ),
         run_config=ray.train.RunConfig(
-            name=trial_name, storage_path=train_storage(cfg),
+            name=trial_name, storage_path=layout.train_folder(cfg),
             failure_config=ray.train.FailureConfig(max_failures=cfg.failure.train_max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             callbacks=[TuneReportCallback()],
@@ -80,33 +72,34 @@ def run_trial(config: dict, tracker: SweepTracker, parent_id: str, data_uri: str
         tracker.end_run(run_id, "FAILED", reason=failure_reason(err))
         raise
     wall = time.time() - started
-    final = {k: v for k, v in result.metrics.items() if k.startswith("test_")} | {"wall_time_s": wall}
+    final = {k: v for k, v in result.metrics.items() if k in names.TEST_METRICS} | {names.WALL_TIME: wall}
     tracker.log_metrics(run_id, final, step=result.metrics.get("step"))
-    with result.checkpoint.as_directory() as folder:
-        tracker.log_artifact(run_id, f"{folder}/{CHECKPOINT_FILE}", "checkpoint")
+    with result.checkpoint.as_directory() as folder:  # a local folder, whatever the storage
+        file = f"{folder}/{CHECKPOINT_FILE}"
+        tracker.log_artifact(run_id, file, names.CHECKPOINT_ARTIFACTS)
         try:  # the model view of the same file: the checkpoint artifact above is what must not be lost
-            log_trial_model(tracker, run_id, f"{folder}/{CHECKPOINT_FILE}", f"ardm-{trial_label(config, searched)}",
-                            {k: v for k, v in final.items() if k.startswith("test_bpd")},
+            log_trial_model(tracker, run_id, file, f"ardm-{trial_label(config, searched)}",
+                            {k: v for k, v in final.items() if k in (names.TEST_BPD, names.TEST_BPD_STDERR)},
                             cfg.tracking.register_model)
         except Exception as err:
             warnings.warn(f"run {run_id}: the model was not logged to MLflow ({failure_reason(err)})", stacklevel=1)
-    checkpoint = checkpoint_uri(cfg, result.checkpoint.path)
+    checkpoint = layout.checkpoint_file(cfg, result.checkpoint.path)
     data = f"parquet:{data_uri}"
-    tracker.set_tags(run_id, {CHECKPOINT_TAG: checkpoint, DATA_TAG: data})
+    tracker.set_tags(run_id, {names.CHECKPOINT_TAG: checkpoint, names.DATA_TAG: data})
     if cfg.postprocess.enabled:
         # Training's results are logged above: a failure from here on keeps them (and the checkpoint).
         try:
-            done = postprocess_checkpoint(checkpoint, data, f"{sweep_root(cfg)}/postprocess/{trial_name}",
+            done = postprocess_checkpoint(checkpoint, data, layout.postprocess_folder(cfg, trial_name),
                                           cfg.postprocess, seed=cfg.train.seed, use_gpu=resources.use_gpu)
             tracker.log_metrics(run_id, done.metrics)
             tracker.log_curves(run_id, done.curves)
-            tracker.log_artifact(run_id, done.folder, "postprocess")
+            tracker.log_artifact(run_id, done.folder, names.POSTPROCESS_ARTIFACTS)
         except Exception as err:
             tracker.end_run(run_id, "FAILED", reason=f"post-processing: {failure_reason(err)}")
             raise
-        final["full_elbo_bpd"] = done.metrics["full_elbo_bpd"]  # the rest is in MLflow: Tune's table stays short
+        final[names.FULL_ELBO] = done.metrics[names.FULL_ELBO]  # the rest is in MLflow: Tune's table stays short
     tracker.end_run(run_id, "FINISHED")
-    tune.report({**final, "checkpoint_path": checkpoint})
+    tune.report({**final, CHECKPOINT_RESULT: checkpoint})
 
 
 def latest_checkpoint(cfg: SweepConfig, run_folder: str) -> str | None:
@@ -121,7 +114,7 @@ def latest_checkpoint(cfg: SweepConfig, run_folder: str) -> str | None:
     folders = sorted((f.path for f in found if f.type == pafs.FileType.Directory
                       and f.base_name.startswith("checkpoint_")), reverse=True)  # names are timestamps
     for folder in folders:
-        uri = checkpoint_uri(cfg, folder)
+        uri = layout.checkpoint_file(cfg, folder)
         try:
             load_checkpoint(uri)
         except CheckpointError:
@@ -141,11 +134,5 @@ def failure_reason(err: BaseException) -> str:
             err = err.cause
         else:
             break
-    lines = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {lines[0] if lines else ''}"
+    return describe(err)
 
-
-def checkpoint_uri(cfg: SweepConfig, folder: str) -> str:
-    """The checkpoint file in a Ray Train checkpoint folder (given without its scheme) as a path or URI."""
-    scheme = urlparse(cfg.storage.path).scheme if "://" in cfg.storage.path else ""
-    return f"{scheme}://{folder}/{CHECKPOINT_FILE}" if scheme else f"{folder}/{CHECKPOINT_FILE}"

@@ -22,14 +22,15 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ardm.checkpoint import CHECKPOINT_FILE, load_checkpoint, load_model
+from ardm.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint, load_model
 from ardm.config import build
 from ardm.data import ImageDataset, load_parquet_split
 from ardm.evaluate import estimate_nelbo
 from ardm.model import ARDM, build_ardm
 from ardm.run import model_spec
-from ardm.storage import filesystem, space_for
+from ardm.storage import read_file, space_for
 from ardm.train import train
+from orchestrator import names
 from orchestrator.config import SweepConfig
 from orchestrator.tracking import SweepTracker, system_metrics
 
@@ -116,13 +117,13 @@ def train_worker(loop_config: dict) -> None:
             images, _ = test.subset(cfg.eval.max_images, seed=cfg.train.seed)
             ema = load_model(path, ema=True, map_location=device)
             est = estimate_nelbo(ema, images, cfg.eval.samples_per_image, cfg.eval.batch_size, seed=cfg.train.seed)
-            found = {"test_bpd": est.mean, "test_bpd_stderr": est.stderr, "test_images": est.n}
+            found = {names.TEST_BPD: est.mean, names.TEST_BPD_STDERR: est.stderr, names.TEST_IMAGES: est.n}
             to_mlflow(found, cfg.train.steps)
             return found
 
         resume_from, resumed_step = _resume_point(loop_config.get("resume_from"), Path(scratch) / "resume")
         if resumed_step is not None and to_mlflow is not None:  # say from where, in the trial's run
-            to_mlflow({"resumed_from_step": resumed_step}, resumed_step)
+            to_mlflow({names.RESUMED_FROM_STEP: resumed_step}, resumed_step)
         tracker = loop_config["tracker"]
         interval = cfg.tracking.system_metrics_interval_s if rank == 0 else 0
         with system_metrics(tracker.uri, loop_config["run_id"], interval):
@@ -173,10 +174,12 @@ def _resume_point(fallback: str | None, folder: Path) -> tuple[Path | None, int 
     if previous is not None:
         previous.to_directory(str(folder))
     elif fallback is not None:
-        fs, path = filesystem(fallback)
+        payload = read_file(fallback, CheckpointError)
+        if payload is None:
+            raise CheckpointError(f"{fallback}: checkpoint file not found")
         with space_for(folder / CHECKPOINT_FILE):
             folder.mkdir(parents=True, exist_ok=True)
-            (folder / CHECKPOINT_FILE).write_bytes(fs.open_input_file(path).read())
+            (folder / CHECKPOINT_FILE).write_bytes(payload)
     else:
         return None, None
     return folder / CHECKPOINT_FILE, int(load_checkpoint(folder / CHECKPOINT_FILE)["step"])

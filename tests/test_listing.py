@@ -2,7 +2,8 @@
 
 from orchestrator.cli import main
 from orchestrator.listing import experiment_rows, format_rows, trial_rows
-from orchestrator.tracking import CHECKPOINT_TAG, SweepTracker, default_tracking_uri
+from orchestrator.names import CHECKPOINT_TAG
+from orchestrator.tracking import SweepTracker, default_tracking_uri
 
 
 def _store(tmp_path):

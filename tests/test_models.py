@@ -6,7 +6,8 @@ import torch
 
 from ardm.checkpoint import CHECKPOINT_FILE, load_model
 from orchestrator.cli import main
-from orchestrator.models import MODEL_ID_TAG, local_checkpoint, log_trial_model
+from orchestrator.models import local_checkpoint, log_trial_model
+from orchestrator.names import MODEL_ID_TAG
 from orchestrator.tracking import SweepTracker, default_tracking_uri
 
 from reference import checkpoint_of

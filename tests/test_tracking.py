@@ -17,22 +17,20 @@ from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 from ardm.data import convert_dataset, load_dataset
 from ardm.data.parquet import split_record
 from orchestrator.cli import main
-from orchestrator.outbox import Outbox
-from orchestrator.sync import sync_outbox
+from orchestrator.names import EXPERIMENT_KIND_TAG, FAILURE_REASON_TAG, MODEL_TRAINING_KIND
 from orchestrator.tracking import (
-    EXPERIMENT_KIND_TAG,
-    FAILURE_REASON_TAG,
-    MAX_REASON_LENGTH,
-    MODEL_TRAINING_KIND,
+    Outbox,
     SweepTracker,
     TrackingError,
     check_tracking,
     default_tracking_uri,
     flatten,
+    redact,
     resolve_tracking_uri,
     system_metrics,
 )
-from orchestrator.tracking_errors import redact
+from orchestrator.tracking.sync import sync_outbox
+from orchestrator.tracking.tracker import MAX_REASON_LENGTH
 
 from connections import connection_attempts
 

@@ -21,7 +21,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ardm.data.dataset import SPLITS, DataError, ImageDataset, check_split
-from ardm.storage import filesystem, write_atomic
+from ardm.storage import filesystem, is_uri, write_atomic
 
 FORMAT = "ardm-parquet"
 VERSION = 1
@@ -87,7 +87,7 @@ def write_parquet_shards(
         "splits": splits,
     }
     write_atomic(fs, posixpath.join(root, MANIFEST), json.dumps(manifest, indent=1).encode())
-    if "://" in out_dir:
+    if is_uri(out_dir):
         return posixpath.join(out_dir.rstrip("/"), MANIFEST)
     return os.path.join(out_dir, MANIFEST)
 

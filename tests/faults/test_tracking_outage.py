@@ -26,12 +26,14 @@ from types import SimpleNamespace
 import mlflow
 import pytest
 
-import orchestrator.tracking
+import orchestrator.tracking.tracker
 from ardm.config import build
 from orchestrator.config import SweepConfig
-from orchestrator.outbox import FAIL_FAST_RETRIES, FAIL_FAST_TIMEOUT_S, Outbox
-from orchestrator.sync import run_sync, sweep_outbox
-from orchestrator.tracking import FAILURE_REASON_TAG, SweepTracker
+from orchestrator.layout import sweep_outbox
+from orchestrator.names import FAILURE_REASON_TAG
+from orchestrator.tracking import SweepTracker
+from orchestrator.tracking.outbox import FAIL_FAST_RETRIES, FAIL_FAST_TIMEOUT_S, Outbox
+from orchestrator.tracking.sync import run_sync
 from orchestrator.worker import _MetricsToMlflow
 
 from connections import connection_attempts
@@ -83,7 +85,7 @@ class Clock:
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     """Stands still unless the test moves it; timestamps (time.time) stay real."""
     clock = Clock()
-    monkeypatch.setattr(orchestrator.tracking, "time", SimpleNamespace(time=time.time, monotonic=clock))
+    monkeypatch.setattr(orchestrator.tracking.tracker, "time", SimpleNamespace(time=time.time, monotonic=clock))
     return clock
 
 

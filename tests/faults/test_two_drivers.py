@@ -23,7 +23,8 @@ import pytest
 import yaml
 
 from orchestrator.cli import main
-from orchestrator.lock import SweepBusyError, acquire, lock_path
+from orchestrator.layout import lock_path
+from orchestrator.lock import SweepBusyError, acquire
 
 from sweep_files import TINY, write_sweep
 

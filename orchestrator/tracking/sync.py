@@ -1,13 +1,13 @@
 """`ardm sync [--outbox DIR ...] [--tracking-uri URI]`: deliver tracking calls kept during an MLflow outage.
 
 A sweep's tracker keeps the calls it could not make (metrics, tags, end of run, artifacts) in an outbox
-folder (see orchestrator/outbox.py) and delivers them itself once the server answers again. What is
-left when the sweep's processes have ended, because the server did not come back in time, is delivered
-here, run by run and in order, and removed from the outbox. Each outbox file names the tracking URI
-its calls were meant for; `--tracking-uri` sends them elsewhere instead (the same server under another
-address, e.g. through `ray attach cluster.yaml -p 5000`). A URI recorded without its password (outbox
-files never hold one) is completed from MLFLOW_TRACKING_URI when that names the same server, else it
-needs `--tracking-uri`.
+folder (orchestrator/tracking/outbox.py; a sweep's is placed by orchestrator/layout.py) and delivers
+them itself once the server answers again. What is left when the sweep's processes have ended,
+because the server did not come back in time, is delivered here, run by run and in order, and removed
+from the outbox. Each outbox file names the tracking URI its calls were meant for; `--tracking-uri`
+sends them elsewhere instead (the same server under another address, e.g. through `ray attach
+cluster.yaml -p 5000`). A URI recorded without its password (outbox files never hold one) is
+completed from MLFLOW_TRACKING_URI when that names the same server, else it needs `--tracking-uri`.
 
 Outboxes live on the machine that kept the calls: with storage on local disks of several nodes, run
 `ardm sync` on each node.
@@ -22,26 +22,10 @@ from pathlib import Path
 
 import mlflow
 
-from orchestrator.config import StorageSection, SweepConfig
-from orchestrator.outbox import OUTBOX_FOLDER, Outbox
-from orchestrator.tracking import TrackingError, check_tracking
-from orchestrator.tracking_errors import REDACTED, redact
-
-
-def sweep_outbox(cfg: SweepConfig) -> str:
-    """Where a sweep's trackers keep calls during an outage: `<storage>/<sweep>/tracking-outbox`.
-
-    An outbox needs a file system with locks, so with storage on an object store (s3://...) it is
-    `runs/sweeps/<sweep>/tracking-outbox` under the working directory of each process instead (the
-    driver's path, created on each node that needs it).
-    """
-    storage = cfg.storage.path if "://" not in cfg.storage.path else str(Path(StorageSection.path).absolute())
-    return f"{storage}/{cfg.sweep.name}/{OUTBOX_FOLDER}"
-
-
-def default_outboxes() -> list[Path]:
-    """The outboxes of the sweeps stored in the default storage folder (`runs/sweeps/*/tracking-outbox`)."""
-    return sorted(Path(StorageSection.path).glob(f"*/{OUTBOX_FOLDER}"))
+from orchestrator.layout import DEFAULT_OUTBOXES, DEFAULT_STORAGE, OUTBOX_FOLDER, default_outboxes
+from orchestrator.tracking.errors import TrackingError
+from orchestrator.tracking.outbox import Outbox
+from orchestrator.tracking.uris import REDACTED, check_tracking, redact
 
 
 def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +34,7 @@ def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
         "--outbox",
         action="append",
         metavar="DIR",
-        help=f"an outbox folder (repeatable); default: every {StorageSection.path}/*/{OUTBOX_FOLDER}",
+        help=f"an outbox folder (repeatable); default: every {DEFAULT_OUTBOXES}",
     )
     parser.add_argument(
         "--tracking-uri", metavar="URI", help="deliver to this MLflow server instead of the URI each outbox file names"
@@ -97,7 +81,7 @@ def run_sync(args: argparse.Namespace) -> int:
         print(f"ardm: error: {missing[0]}: no such outbox folder", file=sys.stderr)
         return 2
     if not folders:
-        print(f"ardm: nothing to deliver: no {OUTBOX_FOLDER} folder under {StorageSection.path}/ (see --outbox)")
+        print(f"ardm: nothing to deliver: no {OUTBOX_FOLDER} folder under {DEFAULT_STORAGE}/ (see --outbox)")
         return 0
     left = 0
     for folder in folders:

@@ -1,10 +1,10 @@
 """A durable outbox for MLflow tracking calls that could not reach the server during an outage.
 
-A `SweepTracker` (orchestrator/tracking.py) given an outbox folder keeps going when the server goes away
+A `SweepTracker` (orchestrator/tracking/tracker.py) given an outbox folder keeps going when the server goes away
 mid-run. The calls that cannot be made (metrics with their steps and timestamps, tags, end of run,
 artifacts) are appended to `<outbox>/<run_id>.jsonl`, one warning per outage names the server and the
 folder, and the next call for that run delivers them first, in order, once the server answers again.
-What is still there when the processes end is delivered by `ardm sync` (orchestrator/sync.py). Without
+What is still there when the processes end is delivered by `ardm sync` (orchestrator/tracking/sync.py). Without
 an outbox a failing call raises, as it always did.
 
 File format: one JSON-lines file per run, a header line `{"run_id": ..., "tracking_uri": ...}` (the URI
@@ -40,11 +40,13 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, RunTag
 from mlflow.exceptions import MlflowException, RestException
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-from orchestrator.tracking_errors import TrackingError, TrackingUnreachable, one_line, redact
+from ardm.storage import is_uri
+from orchestrator.messages import describe, one_line
+from orchestrator.tracking.errors import TrackingError, TrackingUnreachable
+from orchestrator.tracking.uris import redact
 
 logger = logging.getLogger(__name__)
 
-OUTBOX_FOLDER = "tracking-outbox"  # a sweep's outbox, <storage>/<sweep>/tracking-outbox
 # With an outbox a call need not wait for the server: MLflow's default policy (7 retries with backoff,
 # 120 s timeouts) would stall training for minutes. One retry covers a dropped connection.
 FAIL_FAST_RETRIES = 1
@@ -68,12 +70,12 @@ def _is_outage(err: BaseException) -> bool:
     return isinstance(err, MlflowException) and err.error_code in ("INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE")
 
 
-def _innermost(err: BaseException) -> str:
-    """The root cause of an exception chain, e.g. "ConnectionRefusedError: [Errno 111] Connection refused"
-    rather than MLflow's message wrapping requests' wrapping urllib3's, which would hide it in a warning."""
+def _innermost(err: BaseException) -> BaseException:
+    """The root cause of an exception chain, e.g. ConnectionRefusedError rather than MLflow's message
+    wrapping requests' wrapping urllib3's, which would hide it in a warning."""
     while (inner := err.__cause__ or err.__context__) is not None:
         err = inner
-    return f"{type(err).__name__}: {err}"
+    return err
 
 
 # MLflow's HTTP client reads its retry policy and timeout from the environment at every request and has
@@ -113,7 +115,7 @@ def _reaching(
     except Exception as err:
         if isinstance(err, TrackingError) or not _is_outage(err):
             raise
-        reason = one_line(_innermost(err), 200)
+        reason = one_line(describe(_innermost(err)), 200)
         uri = redact(client.tracking_uri)
         raise TrackingUnreachable(f"{uri}: tracking server unreachable ({redact(reason)})") from err
 
@@ -149,7 +151,7 @@ def dataset_input(record: dict) -> DatasetInput:
     """An MLflow dataset input from a split record (ardm.data.parquet.split_record plus "context":
     training or testing): the spec as name, the content digest, the shard folder as source, and the
     sizes as its profile, which the MLflow UI shows."""
-    source_type = record["source"].split("://", 1)[0] if "://" in record["source"] else "local"
+    source_type = record["source"].split("://", 1)[0] if is_uri(record["source"]) else "local"
     profile = {"num_rows": record["rows"], "shape": record["shape"], "num_classes": record["num_classes"]}
     dataset = Dataset(name=record["name"], digest=record["digest"], source_type=source_type,
                       source=json.dumps({"uri": record["source"]}), profile=json.dumps(profile))

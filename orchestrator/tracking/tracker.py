@@ -2,19 +2,12 @@
 
 The sweep driver, Ray Tune trial actors and Ray Train rank-0 workers all log through a
 `SweepTracker`, often in different processes or on different nodes. So everything goes through an
-`mlflow.MlflowClient` bound to an explicit tracking URI, never through MLflow's global "active run"
-state, which is per process and would silently log to the wrong place (or nowhere) in a worker.
-
-Tracking URIs: every command picks one with `resolve_tracking_uri`: `--tracking-uri` or the sweep's
-`tracking.uri`, else `MLFLOW_TRACKING_URI` (cluster.yaml sets it on every node), else SQLite in the
-working directory (`default_tracking_uri()`, `sqlite:///<cwd>/mlflow.db`). MLflow 3 refuses its old
-file store (`./mlruns`, `file:...`). On a cluster run `mlflow server` and use its `http://host:port`,
-which also proxies artifact uploads so workers need no shared filesystem.
-`check_tracking(uri)` validates a URI before Ray or training starts, so a typo fails in a second
-with one line instead of after the first trial has trained.
+`mlflow.MlflowClient` bound to an explicit tracking URI (orchestrator.tracking.uris), never through
+MLflow's global "active run" state, which is per process and would silently log to the wrong place
+(or nowhere) in a worker.
 
 Outages: with an `outbox` folder a tracker keeps the calls it cannot make and delivers them later; see
-orchestrator/outbox.py.
+orchestrator/tracking/outbox.py.
 """
 
 from __future__ import annotations
@@ -32,30 +25,29 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import requests
 from mlflow.entities import Param, Run
-from mlflow.environment_variables import (
-    MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT,
-    MLFLOW_TRACKING_INSECURE_TLS,
-    MLFLOW_TRACKING_SERVER_CERT_PATH,
-    MLFLOW_TRACKING_URI,
-)
+from mlflow.environment_variables import MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
-from orchestrator.outbox import Outbox, send
-from orchestrator.tracking_errors import TRUNCATED, TrackingError, TrackingUnreachable, one_line, redact
+from orchestrator.messages import TRUNCATED, one_line
+from orchestrator.names import (
+    EXPERIMENT_KIND_TAG,
+    FAILURE_REASON_TAG,
+    MODEL_TRAINING_KIND,
+    ROLE_TAG,
+    SWEEP_ROLE,
+    TRIAL_ROLE,
+    TRIAL_TAG,
+)
+from orchestrator.tracking.errors import TrackingError, TrackingUnreachable
+from orchestrator.tracking.outbox import Outbox, send
+from orchestrator.tracking.uris import redact, sqlite_path
 
-logger = logging.getLogger(__name__)
+# The package's logger, "orchestrator.tracking": the tracker's warnings (an outage, a metric not logged).
+logger = logging.getLogger(__package__)
 
-ROLE_TAG = "ardm.role"
-TRIAL_TAG = "ardm.trial"
-FAILURE_REASON_TAG = "ardm.failure_reason"
-CHECKPOINT_TAG = "ardm.checkpoint"  # a trial's final checkpoint file (path or URI)
-DATA_TAG = "ardm.data"  # the dataset spec a trial trained on (its Parquet shards)
-# MLflow 3's UI opens an experiment in the view its kind names; without the tag it may guess GenAI.
-EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 # A failure reason is a summary for the runs table; the full traceback belongs in the worker log.
 MAX_REASON_LENGTH = 5000
 END_STATUSES = ("FINISHED", "FAILED", "KILLED")
@@ -63,88 +55,6 @@ END_STATUSES = ("FINISHED", "FAILED", "KILLED")
 # During an outage, calls within this many seconds of the last failed one go straight to the outbox, so
 # a hung server (which costs a timeout, not a refused connection) is waited for at most once per interval.
 RETRY_INTERVAL_S = 30.0
-
-
-def default_tracking_uri(cwd: str | Path | None = None) -> str:
-    """The local default: a SQLite database `mlflow.db` in `cwd` (the current directory if None).
-
-    The path is made absolute because Ray workers run with other working directories.
-    """
-    folder = Path(os.getcwd() if cwd is None else cwd).resolve()
-    return f"sqlite:///{folder / 'mlflow.db'}"
-
-
-def resolve_tracking_uri(explicit: str | None = None) -> str:
-    """The tracking URI, in MLflow's usual order: `explicit` (--tracking-uri, or a sweep's tracking.uri),
-    else the MLFLOW_TRACKING_URI environment variable, else the local default (`default_tracking_uri`)."""
-    return explicit or MLFLOW_TRACKING_URI.get() or default_tracking_uri()
-
-
-def check_tracking(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast with a TrackingError if `uri` cannot be used as an MLflow 3 tracking URI.
-
-    http(s): the server must answer GET /health with 200 within `timeout` seconds. sqlite:///PATH:
-    the database's folder must exist (it is created when only its last component is missing, so a
-    fresh `runs/mlflow.db` works but a mistyped deep path does not) and be writable. A plain path or
-    a file: URI is refused, since MLflow 3 refuses the file store. Other schemes (postgresql, mysql,
-    databricks, ...) are passed through: their drivers and credentials are checked by MLflow itself.
-    """
-    try:
-        _check_tracking(uri, timeout)
-    except TrackingError as err:  # the URI in the message, without a password it may hold
-        raise TrackingError(redact(str(err))) from None
-
-
-def _check_tracking(uri: str, timeout: float) -> None:
-    if not uri.strip():
-        raise TrackingError(f"{uri!r}: empty tracking URI (use {default_tracking_uri()} or http://HOST:PORT)")
-    scheme = uri.split(":", 1)[0].lower() if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", uri) else ""
-    if scheme in ("http", "https"):
-        _check_server(uri, timeout)
-    elif scheme == "sqlite":
-        _check_sqlite(uri)
-    elif scheme in ("", "file"):
-        path = Path(re.sub(r"^file:(//)?", "", uri)).absolute()
-        db = path if path.is_file() or path.suffix == ".db" else path / "mlflow.db"  # a database file, or a folder
-        raise TrackingError(f"{uri}: MLflow 3 refuses the file store; use a database, e.g. sqlite:///{db}")
-
-
-def _check_server(uri: str, timeout: float) -> None:
-    """GET `<uri>/health` once, without MLflow's retries: an unreachable server must fail fast."""
-    # Honour MLflow's own TLS settings so that this check agrees with what the client will do.
-    verify: bool | str = MLFLOW_TRACKING_SERVER_CERT_PATH.get() or not MLFLOW_TRACKING_INSECURE_TLS.get()
-    try:
-        response = requests.get(f"{uri.rstrip('/')}/health", timeout=timeout, verify=verify)
-    except requests.Timeout:
-        raise TrackingError(f"{uri}: tracking server unreachable (no answer within {timeout:g} s)") from None
-    except requests.RequestException as err:
-        raise TrackingError(f"{uri}: tracking server unreachable ({one_line(err, 300)})") from None
-    if response.status_code != 200:
-        raise TrackingError(
-            f"{uri}: tracking server unreachable (GET /health answered {response.status_code} "
-            f"{one_line(response.text, 200)})"
-        )
-
-
-def _check_sqlite(uri: str) -> None:
-    """The SQLite database's folder exists (or can be made) and the database can be written."""
-    # sqlite:///relative.db and sqlite:////absolute.db; a ?query holds driver options, not the path.
-    raw = uri[len("sqlite:") :].split("?", 1)[0]
-    if not raw.startswith("///") or raw == "///":
-        raise TrackingError(f"{uri}: expected sqlite:///PATH (an in-memory database is not shared by processes)")
-    db = Path(raw[3:])
-    folder = db.parent
-    if not folder.exists() and folder.parent.is_dir():
-        try:
-            folder.mkdir()
-        except OSError as err:
-            raise TrackingError(f"{uri}: cannot create the database folder {folder} ({err.strerror})") from None
-    if not folder.is_dir():
-        raise TrackingError(f"{uri}: the database folder {folder} does not exist")
-    if db.is_dir():
-        raise TrackingError(f"{uri}: {db} is a directory, not a database file")
-    if not os.access(folder, os.W_OK | os.X_OK) or (db.exists() and not os.access(db, os.W_OK)):
-        raise TrackingError(f"{uri}: {db if db.exists() else folder} is not writable")
 
 
 def flatten(config: dict, prefix: str = "") -> dict[str, str]:
@@ -302,10 +212,10 @@ class SweepTracker:
         folder named mlruns is also what MLflow takes for a legacy file store. Servers (and other
         databases) keep their own configured artifact root: None.
         """
-        if not self.uri.startswith("sqlite:///"):
+        db = sqlite_path(self.uri)
+        if db is None:
             return None
-        db = Path(self.uri[len("sqlite:///") :].split("?", 1)[0]).absolute()
-        return (db.parent / "mlartifacts" / re.sub(r"[^A-Za-z0-9._-]+", "_", self.experiment)).as_uri()
+        return (db.absolute().parent / "mlartifacts" / re.sub(r"[^A-Za-z0-9._-]+", "_", self.experiment)).as_uri()
 
     def start_sweep(
         self, name: str, config: dict, tags: dict[str, str] | None = None, run_id: str | None = None
@@ -316,12 +226,12 @@ class SweepTracker:
         (resuming a sweep) that run is reopened as RUNNING instead; its params must agree with
         `config` (new keys are added), so a resume cannot silently change the recorded base config.
         """
-        all_tags = {**(tags or {}), ROLE_TAG: "sweep"}
+        all_tags = {**(tags or {}), ROLE_TAG: SWEEP_ROLE}
         if run_id is None:
             run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name)
             self._log_params(run.info.run_id, flatten(config), {})
             return run.info.run_id
-        run = self._get_run(run_id, "sweep")
+        run = self._get_run(run_id, SWEEP_ROLE)
         self._reopen(run)
         self._log_params(run_id, flatten(config), run.data.params)
         self.set_tags(run_id, all_tags)
@@ -334,7 +244,7 @@ class SweepTracker:
         that run back, reopened as RUNNING, so its metrics continue in one place. Re-logging the
         same params is fine; a changed value raises TrackingError, since MLflow params are immutable.
         """
-        self._get_run(parent_id, "sweep")
+        self._get_run(parent_id, SWEEP_ROLE)
         flat = flatten(params)
         found = self.client.search_runs(
             [self.experiment_id],
@@ -348,7 +258,7 @@ class SweepTracker:
             self._reopen(run)
             self._log_params(run.info.run_id, flat, run.data.params)
             return run.info.run_id
-        tags = {MLFLOW_PARENT_RUN_ID: parent_id, TRIAL_TAG: trial_name, ROLE_TAG: "trial"}
+        tags = {MLFLOW_PARENT_RUN_ID: parent_id, TRIAL_TAG: trial_name, ROLE_TAG: TRIAL_ROLE}
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=trial_name)
         self._log_params(run.info.run_id, flat, {})
         return run.info.run_id
