@@ -5,7 +5,8 @@ path (made absolute by orchestrator.config) or an object-store URI (s3://..., ar
 
     data/                 Parquet shards + manifest.json (converted once from data.spec)
     tune/                 Ray Tune's experiment state (what `--resume` restores)
-    train/<trial>/        each trial's Ray Train run: checkpoint_<time>/checkpoint.pt
+    train/<trial>/        each trial's Ray Train run: checkpoint_<time>/checkpoint.pt, and latest, a
+                          link to the newest of them (local storage)
     postprocess/<trial>/  each trial's post-processing folder (below)
     sweep.json            the sweep's MLflow parent run id and tracking URI (without its password)
     driver.lock           locked by the running driver (orchestrator.lock): a second driver is refused
@@ -30,6 +31,7 @@ a temporary local folder instead). `ardm budgets --out` names its step table and
 from __future__ import annotations
 
 import hashlib
+import os
 import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
@@ -44,6 +46,7 @@ TUNE_NAME = "tune"  # Ray Tune's experiment, in the sweep's folder
 LOCK_NAME = "driver.lock"
 LOCAL_LOCKS = Path("~/.cache/ardm/locks")  # lock files of sweeps on object storage
 OUTBOX_FOLDER = "tracking-outbox"
+LATEST = "latest"  # in a trial's Train run folder: a link to its newest checkpoint folder
 STEP_TABLE = "step_table.parquet"
 
 
@@ -70,6 +73,20 @@ def train_folder(cfg: SweepConfig) -> str:
 def train_run_folder(cfg: SweepConfig, trial: str) -> str:
     """The Ray Train run of trial `trial`: its checkpoint_<time>/ folders."""
     return f"{train_folder(cfg)}/{trial}"
+
+
+def point_latest(cfg: SweepConfig, trial: str, checkpoint_folder: str) -> None:
+    """Make <train run folder>/latest a link to `checkpoint_folder`, the trial's newest checkpoint, so
+    that nobody has to sort Ray's checkpoint_<time> names: .../train/<trial>/latest/checkpoint.pt.
+    The link is replaced atomically. Object stores have no links: there the trial's MLflow run
+    (tag ardm.checkpoint, `ardm runs`) names its checkpoint."""
+    if is_uri(cfg.storage.path):
+        return
+    link = Path(train_run_folder(cfg, trial)) / LATEST
+    temporary = link.with_name(f".{LATEST}.{os.getpid()}")
+    temporary.unlink(missing_ok=True)
+    temporary.symlink_to(Path(checkpoint_folder).name)  # relative: the sweep's folder may move
+    os.replace(temporary, link)
 
 
 def checkpoint_file(cfg: SweepConfig, folder: str) -> str:

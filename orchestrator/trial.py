@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from pathlib import Path
 
 import pyarrow.fs as pafs
 import ray.train
@@ -70,6 +71,9 @@ def run_trial(config: dict, tracker: SweepTracker, parent_id: str, data_uri: str
         result = trainer.fit()
     except Exception as err:
         tracker.end_run(run_id, "FAILED", reason=failure_reason(err))
+        kept = latest_checkpoint(cfg, run_folder)
+        if kept is not None:  # what a later resume starts from
+            layout.point_latest(cfg, trial_name, str(Path(kept).parent))
         raise
     wall = time.time() - started
     final = {k: v for k, v in result.metrics.items() if k in names.TEST_METRICS} | {names.WALL_TIME: wall}
@@ -84,6 +88,7 @@ def run_trial(config: dict, tracker: SweepTracker, parent_id: str, data_uri: str
         except Exception as err:
             warnings.warn(f"run {run_id}: the model was not logged to MLflow ({failure_reason(err)})", stacklevel=1)
     checkpoint = layout.checkpoint_file(cfg, result.checkpoint.path)
+    layout.point_latest(cfg, trial_name, result.checkpoint.path)
     data = f"parquet:{data_uri}"
     tracker.set_tags(run_id, {names.CHECKPOINT_TAG: checkpoint, names.DATA_TAG: data})
     if cfg.postprocess.enabled:

@@ -53,6 +53,9 @@ def test_tiny_sweep_tracks_parent_and_nested_runs(ray_cluster, mlflow_server, tm
         assert {d.name for d in inputs.values()} == {run.data.params["data.spec"]}
         artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")]
         assert artifacts == ["checkpoint/checkpoint.pt"]
+        # Next to Ray's checkpoint_<time> folders, `latest` links the one the run names.
+        checkpoint = Path(run.data.tags["ardm.checkpoint"])
+        assert (checkpoint.parents[1] / "latest" / "checkpoint.pt").resolve() == checkpoint.resolve()
         _check_postprocessed(client, run)
         _check_against_the_library(client, run, tmp_path / "library" / run.info.run_id)
     _check_report(client, parents[0], children, tmp_path / "storage" / "tiny-sweep" / "report", summary)
