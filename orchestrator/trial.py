@@ -30,7 +30,7 @@ from orchestrator.messages import describe
 from orchestrator.models import log_trial_model
 from orchestrator.postprocess import postprocess_checkpoint
 from orchestrator.tracking import SweepTracker
-from orchestrator.worker import train_worker
+from orchestrator.worker import ETA, PROGRESS_COLUMNS, train_worker
 
 CHECKPOINT_RESULT = "checkpoint_path"  # in a finished trial's Tune result: its final checkpoint file
 
@@ -104,7 +104,9 @@ def run_trial(config: dict, tracker: SweepTracker, parent_id: str, data_uri: str
             raise
         final[names.FULL_ELBO] = done.metrics[names.FULL_ELBO]  # the rest is in MLflow: Tune's table stays short
     tracker.end_run(run_id, "FINISHED")
-    tune.report({**final, CHECKPOINT_RESULT: checkpoint})
+    # The last training progress too: Tune's trial table keeps only the columns of each trial's last result.
+    progress = {k: v for k, v in result.metrics.items() if k in PROGRESS_COLUMNS} | {ETA: "0:00:00"}
+    tune.report({**progress, **final, CHECKPOINT_RESULT: checkpoint})
 
 
 def latest_checkpoint(cfg: SweepConfig, run_folder: str) -> str | None:
