@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from orchestrator.exit_codes import FAILED, INTERRUPTED, OK, Ending, bad_input, run_command
 from orchestrator.launcher import is_sweep_file
 
 DASHBOARD_PORT = 8265
@@ -175,18 +176,21 @@ def add_submit_arguments(parser: argparse.ArgumentParser) -> None:
                                           "http://127.0.0.1:8265 while `ray dashboard cluster.yaml` runs")
 
 
+# How `ardm submit` ends besides the common cases (orchestrator.exit_codes): a refused submission is bad
+# input, a followed job that failed is a failure, and Ctrl-C stops only the following.
+ENDINGS = (
+    bad_input(SubmitError),
+    Ending((JobFailedError,), FAILED, "{err}"),
+    Ending((KeyboardInterrupt,), INTERRUPTED, "stopped following; the job keeps running on the cluster"),
+)
+
+
 def run_submit(args: argparse.Namespace) -> int:
     """`ardm submit`: 0 when submitted (or, with --wait, when the job SUCCEEDED); 2 on bad input; 1 if it failed."""
-    try:
-        address = args.address or head_dashboard_address(args.cluster)
-        submit_sweep(address, args.file, args.set, wait=args.wait, resume=args.resume, dry_run=args.dry_run)
-    except SubmitError as err:
-        print(f"ardm: error: {err}", file=sys.stderr)
-        return 2
-    except JobFailedError as err:
-        print(f"ardm: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("ardm: stopped following; the job keeps running on the cluster", file=sys.stderr)
-        return 130
-    return 0
+    return run_command(_submit, args, ENDINGS)
+
+
+def _submit(args: argparse.Namespace) -> int:
+    address = args.address or head_dashboard_address(args.cluster)
+    submit_sweep(address, args.file, args.set, wait=args.wait, resume=args.resume, dry_run=args.dry_run)
+    return OK
