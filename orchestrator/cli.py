@@ -15,6 +15,7 @@ from ardm.budgets import format_summary
 from ardm.checkpoint import load_fitting_data, load_model
 from ardm.config import ConfigError, EvalConfig, build, load_config
 from ardm.data import convert_dataset
+from ardm.data.dataset import SPLITS
 from ardm.evaluate import estimate_nelbo
 from ardm.images import save_grid
 from ardm.run import run_training
@@ -192,7 +193,7 @@ def _add_budget_settings(parser: argparse.ArgumentParser, table_samples_flag: st
     """The postprocessing settings (PostprocessSection) that `ardm budgets` and `ardm postprocess` share."""
     add_field_option(parser, PostprocessSection, "budgets", type=comma_list,
                      help="comma-separated total calls, N/stage (S x N calls) and/or full, e.g. 8,20,50/stage,full")
-    add_field_option(parser, PostprocessSection, "table_split", choices=["train", "test"],
+    add_field_option(parser, PostprocessSection, "table_split", choices=SPLITS,
                      help="split of the step table's images: never the measured test images unless asked")
     add_field_option(parser, PostprocessSection, "table_images",
                      help="images for the step table, spread over its split (0: all)")

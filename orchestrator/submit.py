@@ -178,7 +178,7 @@ def add_submit_arguments(parser: argparse.ArgumentParser) -> None:
 
 # How `ardm submit` ends besides the common cases (orchestrator.exit_codes): a refused submission is bad
 # input, a followed job that failed is a failure, and Ctrl-C stops only the following.
-ENDINGS = (
+SUBMIT_ENDINGS = (
     bad_input(SubmitError),
     Ending((JobFailedError,), FAILED, "{err}"),
     Ending((KeyboardInterrupt,), INTERRUPTED, "stopped following; the job keeps running on the cluster"),
@@ -187,7 +187,7 @@ ENDINGS = (
 
 def run_submit(args: argparse.Namespace) -> int:
     """`ardm submit`: 0 when submitted (or, with --wait, when the job SUCCEEDED); 2 on bad input; 1 if it failed."""
-    return run_command(_submit, args, ENDINGS)
+    return run_command(_submit, args, SUBMIT_ENDINGS)
 
 
 def _submit(args: argparse.Namespace) -> int:
