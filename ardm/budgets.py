@@ -272,6 +272,11 @@ def format_curve(curve: BudgetCurve) -> str:
     return "\n".join(lines)
 
 
+def format_summary(curve: BudgetCurve, table_split: str, folder: str | Path) -> str:
+    """What `ardm budgets` and `ardm postprocess` print at the end: the curve and where its files are."""
+    return f"{format_curve(curve)}\nstep table on {table_split} images; wrote {folder}"
+
+
 def save_budget_curve(curve: BudgetCurve, out_dir: str | Path, title: str = "") -> dict[str, Path]:
     """Write budget_bpd.parquet, budget_bpd.csv, budget_bpd.png and policies.json into out_dir."""
     out = Path(out_dir)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from ardm.data import ImageDataset, load_dataset
 from ardm.data.spec import KIND_OPTIONS, parse_spec
 from ardm.model import ARDM, ModelSpec, build_ardm
 from ardm.storage import is_uri, read_file, space_for
@@ -117,6 +118,13 @@ def check_data_fits(spec: ModelSpec, shape: tuple[int, ...], num_classes: int, d
             f"{data}: images are {'x'.join(map(str, shape))} with K={num_classes}, the checkpoint's model is for "
             f"{'x'.join(map(str, spec.shape))} with K={spec.num_classes}{hint}"
         )
+
+
+def load_fitting_data(spec: ModelSpec, data: str, split: str) -> ImageDataset:
+    """Split `split` of dataset `data`, refused (CheckpointError) unless its images fit the model (check_data_fits)."""
+    dataset = load_dataset(data, split)
+    check_data_fits(spec, dataset.shape, dataset.num_classes, data)
+    return dataset
 
 
 def _plain(value: object) -> object:

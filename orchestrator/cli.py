@@ -1,5 +1,5 @@
-"""The `ardm` command line. Bad input, or a write that runs out of space, ends with one line on stderr and exit
-code 2."""
+"""The `ardm` command line: parsing and dispatch. Each command calls the library or the orchestrator and
+prints; bad input ends with one line on stderr and exit code 2 (orchestrator/exit_codes.py)."""
 
 from __future__ import annotations
 
@@ -9,30 +9,39 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
-from ardm.budgets import budget_curve, format_curve, parse_budget_list, resolve_budgets, save_budget_curve
-from ardm.checkpoint import CheckpointError, check_data_fits, load_checkpoint, load_model, trained_data
-from ardm.compression import CompressionError
-from ardm.config import ConfigError, build, load_config
-from ardm.data import DataError, convert_dataset, load_dataset
+from ardm.budget_run import model_budgets, run_budgets
+from ardm.budgets import format_summary
+from ardm.checkpoint import load_checkpoint, load_fitting_data, load_model, trained_data
+from ardm.config import ConfigError, EvalConfig, build, load_config
+from ardm.data import DataError, convert_dataset
+from ardm.data.dataset import SPLITS
 from ardm.device import choose_device
 from ardm.evaluate import estimate_nelbo
 from ardm.images import full_grid, save_grid
-from ardm.model import ARDM
-from ardm.progress import note
 from ardm.run import run_training
 from ardm.sampling import sample
-from ardm.storage import OutOfSpaceError
-from ardm.tables import TABLE_SPLIT, estimate_step_table, reusable_table, table_images, table_metadata
-from ardm.train import NonFiniteLossError
 from orchestrator import layout, names
 from orchestrator.compress_cli import add_compress_parsers
 from orchestrator.config import PostprocessSection, check_budgets_fit, check_data, load_sweep, trial_label
+from orchestrator.exit_codes import FAILED, INTERRUPTED, OK, run_command
 from orchestrator.forward import add_forward_arguments, run_forward
 from orchestrator.launcher import add_install_launcher_arguments, run_install_launcher
-from orchestrator.lock import SweepBusyError
 from orchestrator.models import local_checkpoint
+from orchestrator.options import (
+    HelpFormatter,
+    add_command,
+    add_field_option,
+    add_split_option,
+    batch_size_option,
+    checkpoint_option,
+    comma_list,
+    default_of,
+    device_option,
+    field_values,
+    quiet_option,
+    seed_option,
+    tracking_uri_option,
+)
 from orchestrator.submit import add_submit_arguments, run_submit
 from orchestrator.tracking import (
     SweepTracker,
@@ -44,97 +53,62 @@ from orchestrator.tracking import (
 )
 from orchestrator.tracking.sync import add_sync_arguments, run_sync
 
-TRACKING_URI_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)"
-CHECKPOINT_HELP = ("a checkpoint file, runs:/RUN_ID/path, models:/MODEL_ID, models:/NAME/VERSION, models:/NAME@alias "
-                   "or a trial's run id (MLflow: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
 BUDGET_IMAGES = 50  # `ardm budgets` measures this many test images by default: minutes on 2 CPU cores
-QUIET_HELP = "no progress: neither bars (on a terminal) nor a line per finished unit (otherwise)"
-# One line and exit 2 for what the user must fix before a rerun: the input, or the machine (a full disk).
-BAD_INPUT = (ConfigError, DataError, CheckpointError, TrackingError, CompressionError, SweepBusyError, OutOfSpaceError)
 
 
-def cmd_train(args: argparse.Namespace) -> None:
+def cmd_train(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.set)
-    m = run_training(config, resume=not args.fresh, device=choose_device(args.device), progress=not args.quiet)
+    m = run_training(config, resume=not args.fresh, device=args.device, progress=not args.quiet)
     print(
         f"{config.data} {m['model']} {m['parameterization']}: train {m['train_bpd']:.4f} bpd, "
         f"test {m['test_bpd']:.4f} ± {m['test_bpd_stderr']:.4f} bpd ({m['test_images']} images), "
         f"{m['generation_steps']} generation steps"
     )
     print(f"  checkpoint: {m['checkpoint']}" + (f"\n  samples:    {m['samples']}" if "samples" in m else ""))
+    return OK
 
 
-def _held_out(model: ARDM, spec: str, split: str, max_images: int, seed: int) -> np.ndarray:
-    """`max_images` (0: all) images of a split, spread evenly over it (ImageDataset.subset), checked
-    against the model's shape and K."""
-    data = load_dataset(spec, split)
-    check_data_fits(model.spec, data.shape, data.num_classes, spec)
-    return data.subset(max_images, seed)[0]
-
-
-def cmd_evaluate(args: argparse.Namespace) -> None:
-    model = load_model(args.checkpoint, map_location=choose_device(args.device))
-    images = _held_out(model, args.data, args.split, args.max_images, args.seed)
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    model = load_model(args.checkpoint, map_location=args.device)
+    images = load_fitting_data(model.spec, args.data, args.split).subset(args.max_images, args.seed)[0]
     est = estimate_nelbo(model, images, args.samples_per_image, args.batch_size, seed=args.seed,
                          progress=not args.quiet, desc=f"negative ELBO of {len(images)} {args.split} images")
     print(f"{args.data} {args.split}: negative ELBO {est} bpd over {est.n} images")
+    return OK
 
 
-def cmd_sample(args: argparse.Namespace) -> None:
-    model = load_model(args.checkpoint, map_location=choose_device(args.device))
-    count, columns = full_grid(args.num)
-    if count != args.num:
-        print(f"drawing {count} samples, not {args.num}: a full grid of {columns} x {count // columns}")
+def cmd_sample(args: argparse.Namespace) -> int:
+    model = load_model(args.checkpoint, map_location=args.device)
+    count, columns = full_grid(args.sample_grid)
+    if count != args.sample_grid:
+        print(f"drawing {count} samples, not {args.sample_grid}: a full grid of {columns} x {count // columns}")
     data = args.data or trained_data(load_checkpoint(args.checkpoint))
     reference = None
     if data and data != "none":
         try:
-            reference = _held_out(model, data, "test", columns, args.seed)
+            reference = load_fitting_data(model.spec, data, "test").subset(columns, args.seed)[0]
         except DataError as err:  # the grid is still worth having without its row of real images
             print(f"no row of real images: {err}")
     images = sample(model, count, seed=args.seed, batch_size=args.batch_size, progress=not args.quiet)
     title = f"{Path(args.checkpoint).name} {model.upscaler}: {count} samples, all {model.num_steps} steps"
     print(save_grid(images, model.spec.num_classes, args.out, title=title, reference=reference))
+    return OK
 
 
-def cmd_budgets(args: argparse.Namespace) -> None:
-    model = load_model(args.checkpoint, map_location=choose_device(args.device))
-    images = _held_out(model, args.data, args.split, args.max_images, args.seed)
-    budgets = model_budgets("--budgets", args.budgets, model)
-    table_split, progress = args.table_split, not args.quiet
-    out = Path(args.out)
-    train, metadata = table_images(args.data, table_split, args.table_images, args.seed)
-    if table_split == args.split:
-        print(f"note: the step table is estimated on the {table_split} split, where bpd is measured: the measured "
-              "bpd of the optimal policies is optimistically biased", file=sys.stderr)
-    # A rerun into the same --out reuses what still holds: the table, each budget's estimates, the grids.
-    table_path = layout.step_table(out)
-    table = reusable_table(table_path, table_metadata(model, args.samples_per_step, args.seed, metadata))
-    if table is None:
-        table = estimate_step_table(model, train, args.samples_per_step, seed=args.seed, progress=progress,
-                                    metadata=metadata)
-        table.save(table_path)
-    else:
-        note(f"step table: estimated before, reusing {table_path}", progress)
-    measured: set[int] = set()
-    curve = budget_curve(model, table, images, budgets, args.orders_per_image, seed=args.seed,
-                         sort_decreasing=args.sort, progress=progress, cache=str(out / "budgets"),
-                         on_budget=lambda budget, _: measured.add(budget))
-    paths = save_budget_curve(curve, out, title=f"{args.data} {model.upscaler}")
-    # The full budget's grid is what `ardm sample` draws (S*D calls in a row): too slow to draw by default.
-    for budget in [b for b in budgets if b < model.num_steps] if args.samples else []:
-        grid_path = Path(layout.sample_grid(out, budget))
-        if budget in measured or not grid_path.is_file():  # a grid is redrawn with its budget
-            count, columns = full_grid(args.samples)
-            grid = sample(model, count, policy=curve.policies[budget, "optimal"], seed=args.seed,
-                          progress=progress, desc=f"sample grid, budget {budget} calls, policy optimal")
-            save_grid(grid, model.spec.num_classes, grid_path, reference=images[:columns],
-                      title=f"{args.data} {model.upscaler}: budget {budget} calls, optimal policy")
-    print(format_curve(curve))
-    print(f"step table on {table_split} images; wrote {paths['png'].parent}")
+def cmd_budgets(args: argparse.Namespace) -> int:
+    model = load_model(args.checkpoint, map_location=args.device)
+    budgets = model_budgets(args.budgets, model, "--budgets")
+    curve = run_budgets(
+        model, args.data, args.out, budgets, split=args.split, max_images=args.max_images, seed=args.seed,
+        table_split=args.table_split, table_images=args.table_images,
+        table_samples_per_step=args.table_samples_per_step, orders_per_image=args.orders_per_image,
+        sort_decreasing=args.sort_decreasing, sample_grid=args.sample_grid, progress=not args.quiet,
+    )
+    print(format_summary(curve, args.table_split, Path(args.out)))
+    return OK
 
 
-def cmd_sweep(args: argparse.Namespace) -> None:
+def cmd_sweep(args: argparse.Namespace) -> int:
     file = Path(args.file).absolute()
     if args.base_dir:  # relative paths of the sweep then lie there (see orchestrator/submit.py)
         os.chdir(Path(args.base_dir).expanduser())
@@ -146,7 +120,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         print(f"{args.file}: sweep {sweep.base.sweep.name!r}, {len(trials)} trial(s)")
         for trial in trials:
             print(f"  {trial_label(trial, sweep.spaces)}")
-        return
+        return OK
     from orchestrator.sweep import run_sweep  # Ray is imported only when a sweep really starts
     from orchestrator.trial import failure_reason
 
@@ -172,46 +146,24 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         print(f"report: {outcome.report.html}")
     if outcome.interrupted:
         print(f"interrupted: continue with  ardm sweep {args.file} --resume", file=sys.stderr)
-        return 130  # the shell's code for a run stopped by SIGINT
-    return 1 if any(r.error is not None for r in results) else 0
-
-
-def model_budgets(flag: str, text: str, model: ARDM) -> list[int]:
-    """Total calls of a comma-separated budget list (N, N/stage, full) for a model; ConfigError naming the flag."""
-    try:
-        return resolve_budgets(parse_budget_list(text), model.num_stages, model.num_variables)
-    except ValueError as err:
-        raise ConfigError(f"{flag}: {err}") from None
-
-
-def _budget_list(text: str) -> list[str]:
-    """Split only: the values are checked against the model (or the section's schema), in one line."""
-    return [v.strip() for v in text.split(",") if v.strip()]
+        return INTERRUPTED
+    return FAILED if any(r.error is not None for r in results) else OK
 
 
 def cmd_postprocess(args: argparse.Namespace) -> int:
     from orchestrator.postprocess import find_target, postprocess_checkpoint  # imports Ray
 
-    settings = build(PostprocessSection, {
-        "budgets": args.budgets, "table_split": args.table_split, "table_images": args.table_images,
-        "table_samples_per_step": args.table_samples_per_step,
-        "table_ranges": args.table_ranges, "orders_per_image": args.orders_per_image,
-        "max_images": args.max_images, "sample_grid": args.sample_grid, "sort_decreasing": args.sort,
-    }, "postprocess")
+    settings = build(PostprocessSection, field_values(args, PostprocessSection), "postprocess")
     out = Path(args.out or layout.default_postprocess_out(args.run))
     target = find_target(args.run, resolve_tracking_uri(args.tracking_uri), out)
     data = args.data or target.data
     if data is None:
         raise ConfigError(f"{args.run}: the checkpoint does not name its data: give --data")
     done = postprocess_checkpoint(target.checkpoint, data, str(out), settings, seed=args.seed, use_gpu=args.gpu)
-    print(format_curve(done.curve))
-    print(f"step table on {settings.table_split} images; wrote {done.folder}")
-    if target.run_id is not None:
-        target.tracker.log_metrics(target.run_id, done.metrics)
-        target.tracker.log_curves(target.run_id, done.curves)
-        target.tracker.log_artifact(target.run_id, done.folder, names.POSTPROCESS_ARTIFACTS)
+    print(format_summary(done.curve, settings.table_split, done.folder))
+    if target.log(done):
         print(f"logged to MLflow run {target.run_id}")
-    return 0
+    return OK
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -223,7 +175,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(f"{len(report.rows)} trial(s); report: {report.html}")
     if args.log:
         print(f"logged to the sweep's MLflow run {parent} under report/")
-    return 0
+    return OK
 
 
 def _existing_store(tracking_uri: str | None) -> str:
@@ -241,165 +193,168 @@ def cmd_runs(args: argparse.Namespace) -> int:
     uri = _existing_store(args.tracking_uri)
     if args.experiment is None:
         print(format_rows(experiment_rows(uri), ["experiment", "id", "sweeps"]))
-        return 0
+        return OK
     rows = trial_rows(SweepTracker(uri, args.experiment, create=False))
     for r in rows:
         r["test bpd"] = None if r["test_bpd"] is None else f"{r['test_bpd']:.4f} ± {r['test_bpd_stderr']:.4f}"
     print(format_rows(rows, ["trial", "status", "test bpd", "run_id", "checkpoint"]))
-    return 0
+    return OK
 
 
-def cmd_convert(args: argparse.Namespace) -> None:
+def cmd_convert(args: argparse.Namespace) -> int:
     print(convert_dataset(args.spec, args.out, args.rows_per_shard))
+    return OK
+
+
+def _add_budget_settings(parser: argparse.ArgumentParser, table_samples_flag: str, grid_flag: str,
+                         grid_help: str) -> None:
+    """The postprocessing settings (PostprocessSection) that `ardm budgets` and `ardm postprocess` share."""
+    add_field_option(parser, PostprocessSection, "budgets", type=comma_list,
+                     help="comma-separated total calls, N/stage (S x N calls) and/or full, e.g. 8,20,50/stage,full")
+    add_field_option(parser, PostprocessSection, "table_split", choices=SPLITS,
+                     help="split of the step table's images: never the measured test images unless asked")
+    add_field_option(parser, PostprocessSection, "table_images",
+                     help="images for the step table, spread over its split (0: all)")
+    add_field_option(parser, PostprocessSection, "table_samples_per_step", flag=table_samples_flag,
+                     help="(image, order) draws per step of the step table")
+    add_field_option(parser, PostprocessSection, "orders_per_image",
+                     help="random orders per image when measuring a policy's bpd")
+    add_field_option(parser, PostprocessSection, "sort_decreasing", flag="--no-sort",
+                     help="run the DP on the raw table instead of the table sorted decreasing (the paper's default)")
+    add_field_option(parser, PostprocessSection, "sample_grid", flag=grid_flag, help=grid_help)
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ardm", description="Autoregressive Diffusion Models")
-    sub = p.add_subparsers(dest="command", required=True)
+    ardm_parser = argparse.ArgumentParser(prog="ardm", description="Autoregressive Diffusion Models",
+                                          formatter_class=HelpFormatter)
+    sub = ardm_parser.add_subparsers(dest="command", required=True)
+    model_run = [checkpoint_option(), device_option(), quiet_option()]  # the options of a command that runs a model
 
-    t = sub.add_parser("train", help="train one model from a YAML run config, then evaluate and sample")
-    t.add_argument("config", help="run config YAML (see configs/)")
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
-    t.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in the output folder")
-    t.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    t.add_argument("--quiet", action="store_true", help=QUIET_HELP)
-    t.set_defaults(func=cmd_train)
+    train_parser = add_command(sub, "train", "train one model from a YAML run config, then evaluate and sample",
+                               [device_option(), quiet_option()])
+    train_parser.add_argument("config", help="run config YAML (see configs/)")
+    train_parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                              help="override a config field (repeatable)")
+    train_parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in the output folder")
+    train_parser.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="test-set negative ELBO (bpd ± stderr) of a checkpoint's EMA model")
-    e.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
-    e.add_argument("--data", required=True, help="dataset spec, e.g. photos:8 or cifar10:/path")
-    e.add_argument("--split", default="test", choices=["train", "test"])
-    e.add_argument("--samples-per-image", type=int, default=4)
-    e.add_argument("--batch-size", type=int, default=256)
-    e.add_argument("--max-images", type=int, default=0, help="0: all")
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--device")
-    e.add_argument("--quiet", action="store_true", help=QUIET_HELP)
-    e.set_defaults(func=cmd_evaluate)
+    evaluate_parser = add_command(sub, "evaluate", "test-set negative ELBO (bpd ± stderr) of a checkpoint's EMA model",
+                                  [*model_run, seed_option(), batch_size_option(default_of(EvalConfig, "batch_size"))])
+    evaluate_parser.add_argument("--data", required=True, help="dataset spec, e.g. photos:8 or cifar10:/path")
+    add_split_option(evaluate_parser, "split whose images are evaluated")
+    add_field_option(evaluate_parser, EvalConfig, "samples_per_image",
+                     help="Monte Carlo (order, step) draws per image; more draws, smaller stderr")
+    add_field_option(evaluate_parser, EvalConfig, "max_images", help="images evaluated, spread over the split (0: all)")
+    evaluate_parser.set_defaults(func=cmd_evaluate)
 
-    s = sub.add_parser("sample", help="draw samples from a checkpoint's EMA model into a PNG grid")
-    s.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
-    s.add_argument("--num", type=int, default=16, help="samples; rounded up to fill the grid's last row")
-    s.add_argument("--data", help="dataset spec whose test images form the grid's last row (default: the one the "
-                   "checkpoint trained on; none: no row)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--batch-size", type=int, default=64)
-    s.add_argument("--device")
-    s.add_argument("--quiet", action="store_true", help=QUIET_HELP)
-    s.add_argument("out", help="output PNG path")
-    s.set_defaults(func=cmd_sample)
+    sample_parser = add_command(sub, "sample", "draw samples from a checkpoint's EMA model into a PNG grid",
+                                [*model_run, seed_option(), batch_size_option(default_of(sample, "batch_size"))])
+    add_field_option(sample_parser, EvalConfig, "sample_grid", flag="--num",
+                     help="images to draw; rounded up to fill the grid's last row")
+    sample_parser.add_argument("--data", help="dataset spec whose test images form the grid's last row (default: "
+                               "the one the checkpoint trained on; none: no row)")
+    sample_parser.add_argument("out", help="output PNG path")
+    sample_parser.set_defaults(func=cmd_sample)
 
-    b = sub.add_parser("budgets", help="step table, DP policies and measured bpd per budget (network calls)")
-    b.add_argument("--checkpoint", required=True, help=CHECKPOINT_HELP)
-    b.add_argument("--data", required=True, help="dataset spec of held-out data, e.g. photos:8")
-    b.add_argument("--split", default="test", choices=["train", "test"], help="split whose bpd is measured")
-    b.add_argument("--table-split", default=TABLE_SPLIT, choices=["train", "test"],
-                   help="split of the step table's images: never the measured ones unless asked")
-    b.add_argument("--table-images", type=int, default=0, help="images for the step table, spread over its split "
-                   "(0: all)")
-    b.add_argument("--budgets", default="full",
-                   help="comma-separated total calls, N/stage (S x N calls) or full, e.g. 10,20,50/stage,full")
-    b.add_argument("--samples-per-step", type=int, default=16, help="table samples per step")
-    b.add_argument("--orders-per-image", type=int, default=1, help="orders per image when measuring a policy")
-    b.add_argument("--max-images", type=int, default=BUDGET_IMAGES, help="images whose bpd is measured, spread over "
-                   f"the split (0: all; default {BUDGET_IMAGES}: every policy costs its calls per image, on a CPU too)")
-    b.add_argument("--no-sort", dest="sort", action="store_false",
-                   help="run the DP on the raw table instead of the table sorted decreasing (the paper's default)")
-    b.add_argument("--samples", type=int, default=16, help="images per sample grid per budget below the full one "
-                   "(0: none; the full budget's samples are `ardm sample`'s)")
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--device")
-    b.add_argument("--quiet", action="store_true", help=QUIET_HELP)
-    b.add_argument("--out", required=True, help="output folder")
-    b.set_defaults(func=cmd_budgets)
+    budgets_parser = add_command(sub, "budgets", "step table, DP policies and measured bpd per budget (network calls)",
+                                 [*model_run, seed_option()])
+    budgets_parser.add_argument("--data", required=True, help="dataset spec of held-out data, e.g. photos:8")
+    add_split_option(budgets_parser, "split whose bpd is measured")
+    _add_budget_settings(budgets_parser, "--samples-per-step", "--samples",
+                         "images per sample grid per budget below the full one (0: none; the full budget's "
+                         "samples are `ardm sample`'s)")
+    budgets_parser.add_argument("--max-images", type=int, default=BUDGET_IMAGES,
+                                help="images whose bpd is measured, spread over the split (0: all; fewer than "
+                                "postprocessing's: every policy costs its calls per image, on a CPU too)")
+    budgets_parser.add_argument("--out", required=True, help="output folder (a rerun into it resumes)")
+    budgets_parser.set_defaults(func=cmd_budgets)
 
-    w = sub.add_parser("sweep", help="run a YAML sweep: Ray Tune trials of Ray Train runs, tracked in MLflow")
-    w.add_argument("file", help="sweep file (see sweeps/)")
-    w.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field")
-    w.add_argument("--resume", action="store_true", help="continue an interrupted sweep from its storage")
-    w.add_argument("--dry-run", action="store_true", help="validate and list the trials; start nothing")
-    w.add_argument("--base-dir", metavar="DIR", help="resolve the sweep's relative paths (storage.path, the default "
-                   "SQLite tracking file, data files) against DIR instead of the current folder (ardm submit "
-                   "passes ~, the head's home, as ray submit runs there)")
-    w.add_argument("-v", "--verbose", action="store_true",
-                   help="also show the Ray workers' output (each training report, Ray's internal warnings)")
-    w.set_defaults(func=cmd_sweep)
+    sweep_parser = add_command(sub, "sweep", "run a YAML sweep: Ray Tune trials of Ray Train runs, tracked in MLflow")
+    sweep_parser.add_argument("file", help="sweep file (see sweeps/)")
+    sweep_parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                              help="override a field (repeatable)")
+    sweep_parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep from its storage")
+    sweep_parser.add_argument("--dry-run", action="store_true", help="validate and list the trials; start nothing")
+    sweep_parser.add_argument("--base-dir", metavar="DIR", help="resolve the sweep's relative paths (storage.path, "
+                              "the default SQLite tracking file, data files) against DIR instead of the current "
+                              "folder (ardm submit passes ~, the head's home, as ray submit runs there)")
+    sweep_parser.add_argument("-v", "--verbose", action="store_true",
+                              help="also show the Ray workers' output (each training report, Ray's internal warnings)")
+    sweep_parser.set_defaults(func=cmd_sweep)
 
-    pp = sub.add_parser("postprocess", help="step table, DP budgets, measured bpd and sample grids of a finished "
-                        "trial (MLflow run id) or checkpoint, on Ray; logged to the run")
-    pp.add_argument("run", help="a trial's MLflow run id, or a checkpoint path")
-    pp.add_argument("--budgets", type=_budget_list, default=["full"],
-                    help="comma-separated total calls, N/stage (S x N calls) and/or full, e.g. 8,20,50/stage,full")
-    pp.add_argument("--tracking-uri", help=TRACKING_URI_HELP)
-    pp.add_argument("--data", help="dataset spec of the held-out data (default: the one the model trained on)")
-    pp.add_argument("--table-split", default=TABLE_SPLIT, choices=["train", "test"],
-                    help="split of the step table's images (the measured test images only if asked)")
-    pp.add_argument("--table-images", type=int, default=0, help="images for the step table (0: all)")
-    pp.add_argument("--table-samples-per-step", type=int, default=16)
-    pp.add_argument("--table-ranges", type=int, default=4, help="Ray tasks the step table is split into")
-    pp.add_argument("--orders-per-image", type=int, default=1)
-    pp.add_argument("--max-images", type=int, default=0, help="test images used (0: all)")
-    pp.add_argument("--sample-grid", type=int, default=16, help="images per sample grid per budget (0: none)")
-    pp.add_argument("--no-sort", dest="sort", action="store_false", help="DP on the raw table, not sorted decreasing")
-    pp.add_argument("--seed", type=int, default=0)
-    pp.add_argument("--gpu", action="store_true", help="one GPU per Ray task")
-    pp.add_argument("--out", help="output folder (default: postprocess/<run id or checkpoint name>)")
-    pp.set_defaults(func=cmd_postprocess)
+    postprocess_parser = add_command(sub, "postprocess", "step table, DP budgets, measured bpd and sample grids of a "
+                                     "finished trial (MLflow run id) or checkpoint, on Ray; logged to the run",
+                                     [tracking_uri_option(), seed_option()])
+    postprocess_parser.add_argument("run", help="a trial's MLflow run id, or a checkpoint path")
+    postprocess_parser.add_argument("--data", help="dataset spec of the held-out data (default: the one the model "
+                                    "trained on)")
+    _add_budget_settings(postprocess_parser, "--table-samples-per-step", "--sample-grid",
+                         "images per sample grid per budget (0: none)")
+    add_field_option(postprocess_parser, PostprocessSection, "table_ranges",
+                     help="Ray tasks the step table is split into")
+    add_field_option(postprocess_parser, PostprocessSection, "max_images",
+                     help="test images whose bpd is measured, spread over the split (0: all)")
+    postprocess_parser.add_argument("--gpu", action="store_true", help="one GPU per Ray task")
+    postprocess_parser.add_argument("--out", help="output folder (default: postprocess/<run id or checkpoint name>)")
+    postprocess_parser.set_defaults(func=cmd_postprocess)
 
-    r = sub.add_parser("report", help="the budget-vs-bpd report of a sweep from MLflow (Markdown, HTML, Parquet, PNG)")
-    r.add_argument("experiment", help="MLflow experiment (the sweep's name unless tracking.experiment was set)")
-    r.add_argument("--tracking-uri", help=TRACKING_URI_HELP)
-    r.add_argument("--sweep-run", help="the sweep's parent run id (default: the experiment's latest sweep)")
-    r.add_argument("--out", help="output folder (default: the sweep's report folder, <storage>/<sweep>/report, "
-                   "or reports/<sweep> for object storage)")
-    r.add_argument("--log", action="store_true", help="also log the report to the sweep's MLflow run (replacing it)")
-    r.set_defaults(func=cmd_report)
+    report_parser = add_command(sub, "report", "the budget-vs-bpd report of a sweep from MLflow (Markdown, HTML, "
+                                "Parquet, PNG)", [tracking_uri_option()])
+    report_parser.add_argument("experiment", help="MLflow experiment (the sweep's name unless tracking.experiment "
+                               "was set)")
+    report_parser.add_argument("--sweep-run", help="the sweep's parent run id (default: the experiment's latest sweep)")
+    report_parser.add_argument("--out", help="output folder (default: the sweep's report folder, "
+                               "<storage>/<sweep>/report, or reports/<sweep> for object storage)")
+    report_parser.add_argument("--log", action="store_true",
+                               help="also log the report to the sweep's MLflow run (replacing it)")
+    report_parser.set_defaults(func=cmd_report)
 
-    runs = sub.add_parser("runs", help="list the store's experiments, or one experiment's trials with status, "
-                          "test bpd, run id and checkpoint (any of them works as --checkpoint)")
-    runs.add_argument("experiment", nargs="?", help="an experiment (default: list the experiments)")
-    runs.add_argument("--tracking-uri", help=TRACKING_URI_HELP)
-    runs.set_defaults(func=cmd_runs)
+    runs_parser = add_command(sub, "runs", "list the store's experiments, or one experiment's trials with status, "
+                              "test bpd, run id and checkpoint (any of them works as --checkpoint)",
+                              [tracking_uri_option()])
+    runs_parser.add_argument("experiment", nargs="?", help="an experiment (default: list the experiments)")
+    runs_parser.set_defaults(func=cmd_runs)
 
     add_compress_parsers(sub)
 
-    y = sub.add_parser("sync", help="deliver tracking calls kept in an outbox during an MLflow outage")
-    add_sync_arguments(y)
-    y.set_defaults(func=run_sync)
+    sync_parser = add_command(sub, "sync", "deliver tracking calls kept in an outbox during an MLflow outage")
+    add_sync_arguments(sync_parser)
+    sync_parser.set_defaults(func=run_sync)
 
-    j = sub.add_parser("submit", help="run a sweep on a Ray cluster as a Ray job (Ray's job submission API)")
-    add_submit_arguments(j)
-    j.set_defaults(func=run_submit)
+    submit_parser = add_command(sub, "submit", "run a sweep on a Ray cluster as a Ray job (Ray's job submission API)")
+    add_submit_arguments(submit_parser)
+    submit_parser.set_defaults(func=run_submit)
 
-    forward = sub.add_parser("forward", help="hold SSH tunnels to a cluster head's Ray dashboard and MLflow server "
-                             "(they listen on the cluster's private network only) until Ctrl-C")
-    add_forward_arguments(forward)
-    forward.set_defaults(func=run_forward)
+    forward_parser = add_command(sub, "forward", "hold SSH tunnels to a cluster head's Ray dashboard and MLflow "
+                                 "server (they listen on the cluster's private network only) until Ctrl-C")
+    add_forward_arguments(forward_parser)
+    forward_parser.set_defaults(func=run_forward)
 
-    i = sub.add_parser("install-launcher", help="make `python SWEEP.yaml ARGS` run `ardm sweep` (for ray submit)")
-    add_install_launcher_arguments(i)
-    i.set_defaults(func=run_install_launcher)
+    install_launcher_parser = add_command(sub, "install-launcher", "make `python SWEEP.yaml ARGS` run `ardm sweep` "
+                                          "(for ray submit)")
+    add_install_launcher_arguments(install_launcher_parser)
+    install_launcher_parser.set_defaults(func=run_install_launcher)
 
-    d = sub.add_parser("convert", help="write a dataset's splits as Parquet shards with a manifest")
-    d.add_argument("spec", help="dataset spec, e.g. cifar10 (downloaded) or cifar10:/data/cifar-10-python.tar.gz")
-    d.add_argument("out", help="output folder (local path, or s3:// through pyarrow)")
-    d.add_argument("--rows-per-shard", type=int, default=10000)
-    d.set_defaults(func=cmd_convert)
-    return p
+    convert_parser = add_command(sub, "convert", "write a dataset's splits as Parquet shards with a manifest")
+    convert_parser.add_argument("spec", help="dataset spec, e.g. cifar10 (downloaded) or "
+                                "cifar10:/data/cifar-10-python.tar.gz")
+    convert_parser.add_argument("out", help="output folder (local path, or s3:// through pyarrow)")
+    add_field_option(convert_parser, convert_dataset, "rows_per_shard", help="images per Parquet shard")
+    convert_parser.set_defaults(func=cmd_convert)
+    return ardm_parser
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the parsed command, with the options every command reads the same way resolved first."""
+    if getattr(args, "checkpoint", None):  # every command's --checkpoint may name an MLflow run or model
+        args.checkpoint = local_checkpoint(args.checkpoint)
+    if "device" in vars(args):
+        args.device = choose_device(args.device)
+    return args.func(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        if getattr(args, "checkpoint", None):  # every command's --checkpoint may name an MLflow run or model
-            args.checkpoint = local_checkpoint(args.checkpoint)
-        return args.func(args) or 0
-    except BAD_INPUT as err:
-        print(f"ardm: error: {err}", file=sys.stderr)
-        return 2
-    except NonFiniteLossError as err:
-        print(f"ardm: training stopped: {err}", file=sys.stderr)
-        return 1
+    return run_command(_dispatch, parser().parse_args(argv))
 
 
 if __name__ == "__main__":

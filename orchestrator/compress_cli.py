@@ -21,47 +21,67 @@ from pathlib import Path
 
 import numpy as np
 
-from ardm.budgets import POLICIES, parse_budget, resolve_budgets
-from ardm.checkpoint import check_data_fits, load_checkpoint, load_model
+from ardm.budget_run import model_budgets
+from ardm.budgets import POLICIES
+from ardm.checkpoint import load_checkpoint, load_fitting_data, load_model
 from ardm.compression import CompressionError, budget_policy, choose_order, compress, decode_container
 from ardm.compression.files import is_image_file, read_images, write_images
 from ardm.config import ConfigError
 from ardm.data import DataError, load_dataset
 from ardm.model import ARDM
 from ardm.tables import TABLE_SPLIT, StepTable, estimate_step_table, model_identity, table_images
+from orchestrator.config import CompressionSection
+from orchestrator.exit_codes import OK
+from orchestrator.options import (
+    add_command,
+    add_field_option,
+    add_split_option,
+    batch_size_option,
+    checkpoint_option,
+    default_of,
+    device_option,
+    quiet_option,
+)
+
+# Decoding must reproduce the encoder's probabilities bit for bit: the same kind of device, the CPU by default.
+CODING_DEVICE = "cpu"
+DEVICE_HELP = "where the model runs (decode on the kind of device that encoded)"
 
 
 def add_compress_parsers(subparsers: argparse._SubParsersAction) -> None:
     """Add the `compress` and `decompress` commands to the `ardm` subparsers."""
-    c = subparsers.add_parser("compress", help="losslessly compress images with a checkpoint's EMA model (rANS)")
-    c.add_argument("--checkpoint", required=True, help="the model: a file, runs:/..., models:/... or a run id")
-    c.add_argument("--budget", required=True,
-                   help="network calls per image: total (S..S*D, S = stages), N/stage (S x N) or full")
-    c.add_argument("--policy", default="optimal", choices=POLICIES, help="how the budget's chunks are placed")
-    c.add_argument("--table", help="step_table.parquet of this model (from `ardm budgets`) for the optimal policies")
-    c.add_argument("--data", help="training data spec for the order search and the step table "
-                                  "(default: the checkpoint's training data, else IN's dataset)")
-    c.add_argument("--table-images", type=int, default=256,
-                   help="training images for the step table, spread over the split (0: all)")
-    c.add_argument("--samples-per-step", type=int, default=4, help="step table samples per step")
-    c.add_argument("--orders", type=int, default=5, help="random orders the order search tries")
-    c.add_argument("--order-images", type=int, default=64, help="training images the order search scores")
-    c.add_argument("--order-seed", type=int, help="use this order seed instead of searching")
-    c.add_argument("--split", default="test", choices=["train", "test"], help="split of a dataset IN")
-    c.add_argument("--batch-size", type=int, default=64, help="images per batch of network calls")
-    c.add_argument("--threads", type=int, help="torch CPU threads while coding (default: torch's)")
-    c.add_argument("--device", default="cpu", help="where the model runs (default cpu; decode on the same kind)")
-    c.add_argument("--quiet", action="store_true", help="no progress of the step table estimate")
-    c.add_argument("input", metavar="IN", help=".png or .npy image file, or a dataset spec such as photos:8")
-    c.add_argument("output", metavar="OUT", help="compressed file to write")
-    c.set_defaults(func=cmd_compress)
+    compress_parser = add_command(
+        subparsers, "compress", "losslessly compress images with a checkpoint's EMA model (rANS)",
+        [checkpoint_option(), device_option(CODING_DEVICE, DEVICE_HELP), quiet_option(),
+         batch_size_option(default_of(compress, "batch_size"))])
+    compress_parser.add_argument("--budget", required=True,
+                                 help="network calls per image: total (S..S*D, S = stages), N/stage (S x N) or full")
+    compress_parser.add_argument("--policy", default="optimal", choices=POLICIES,
+                                 help="how the budget's chunks are placed")
+    compress_parser.add_argument("--table", help="step_table.parquet of this model (from `ardm budgets`) for the "
+                                 "optimal policies (default: estimated on training images)")
+    compress_parser.add_argument("--data", help="training data spec for the order search and the step table "
+                                 "(default: the checkpoint's training data, else IN's dataset)")
+    compress_parser.add_argument("--table-images", type=int, default=256,
+                                 help="training images for the step table, spread over the split (0: all)")
+    compress_parser.add_argument("--samples-per-step", type=int, default=4, help="step table samples per step")
+    add_field_option(compress_parser, CompressionSection, "orders", help="random orders the order search tries")
+    add_field_option(compress_parser, CompressionSection, "order_images",
+                     help="training images the order search scores")
+    compress_parser.add_argument("--order-seed", type=int, help="use this order seed instead of searching")
+    add_split_option(compress_parser, "split of a dataset IN")
+    compress_parser.add_argument("--threads", type=int, help="torch CPU threads while coding (default: torch's)")
+    compress_parser.add_argument("input", metavar="IN",
+                                 help=".png or .npy image file, or a dataset spec such as photos:8")
+    compress_parser.add_argument("output", metavar="OUT", help="compressed file to write")
+    compress_parser.set_defaults(func=cmd_compress)
 
-    d = subparsers.add_parser("decompress", help="decode a file written by `ardm compress`, bit-exactly")
-    d.add_argument("--checkpoint", required=True, help="the model that compressed it (a file, runs:/..., models:/...)")
-    d.add_argument("--device", default="cpu", help="where the model runs (the kind the encoder used)")
-    d.add_argument("input", metavar="IN", help="compressed file")
-    d.add_argument("output", metavar="OUT", help=".png (one image) or .npy (any number) to write")
-    d.set_defaults(func=cmd_decompress)
+    decompress_parser = add_command(
+        subparsers, "decompress", "decode a file written by `ardm compress` with the checkpoint that compressed it, "
+        "bit-exactly", [checkpoint_option(), device_option(CODING_DEVICE, DEVICE_HELP)])
+    decompress_parser.add_argument("input", metavar="IN", help="compressed file")
+    decompress_parser.add_argument("output", metavar="OUT", help=".png (one image) or .npy (any number) to write")
+    decompress_parser.set_defaults(func=cmd_decompress)
 
 
 def _input_images(source: str, split: str, model: ARDM) -> tuple[np.ndarray, str, str]:
@@ -71,9 +91,7 @@ def _input_images(source: str, split: str, model: ARDM) -> tuple[np.ndarray, str
         return images, layout, source
     if Path(source).suffix.lower() in (".png", ".npy"):
         raise DataError(f"{source}: no such file")
-    data = load_dataset(source, split)
-    check_data_fits(model.spec, data.shape, data.num_classes, source)
-    return data.images, "nchw", f"{source} {split}"
+    return load_fitting_data(model.spec, source, split).images, "nchw", f"{source} {split}"
 
 
 def _training_spec(args: argparse.Namespace, model: ARDM) -> str:
@@ -93,10 +111,7 @@ def _training_spec(args: argparse.Namespace, model: ARDM) -> str:
 
 def _policy(args: argparse.Namespace, model: ARDM, train: str | None) -> list[list[int]]:
     """The chunk starts per stage for --budget and --policy."""
-    try:
-        budget = resolve_budgets([parse_budget(args.budget)], model.num_stages, model.num_variables)[0]
-    except ValueError as err:
-        raise ConfigError(f"--budget: {err}") from err
+    budget = model_budgets([args.budget], model, "--budget")[0]
     table = None
     if args.policy != "naive":
         table = _step_table(args, model, train).matrix("nll_bits")
@@ -116,7 +131,7 @@ def _step_table(args: argparse.Namespace, model: ARDM, train: str | None) -> Ste
     return table
 
 
-def cmd_compress(args: argparse.Namespace) -> None:
+def cmd_compress(args: argparse.Namespace) -> int:
     model = load_model(args.checkpoint, map_location=args.device)
     images, layout, what = _input_images(args.input, args.split, model)
     needs_training = args.order_seed is None or (args.policy != "naive" and args.table is None)
@@ -139,9 +154,10 @@ def cmd_compress(args: argparse.Namespace) -> None:
           f"order seed {seed}")
     print(f"  payload {result.payload_bytes} bytes = {result.bpd:.4f} bpd (model NLL {result.nll_bpd:.4f} bpd), "
           f"file {len(result.data)} bytes = {result.file_bpd:.4f} bpd -> {args.output} ({seconds:.1f} s)")
+    return OK
 
 
-def cmd_decompress(args: argparse.Namespace) -> None:
+def cmd_decompress(args: argparse.Namespace) -> int:
     model = load_model(args.checkpoint, map_location=args.device)
     path = Path(args.input)
     if not path.is_file():
@@ -157,3 +173,4 @@ def cmd_decompress(args: argparse.Namespace) -> None:
     bpd = 8 * len(data) / images.size
     print(f"{path}: {len(images)} image(s) decoded bit-exactly (checksum ok), budget {header.budget} calls, "
           f"{bpd:.4f} bpd -> {args.output} ({seconds:.1f} s)")
+    return OK

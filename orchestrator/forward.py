@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from orchestrator.exit_codes import FAILED, OK, bad_input, run_command
 from orchestrator.messages import one_line
 
 DASHBOARD_PORT = 8265
@@ -149,8 +150,12 @@ def add_forward_arguments(parser: argparse.ArgumentParser) -> None:
 def run_forward(args: argparse.Namespace) -> int:
     """`ardm forward`: hold the tunnels to the head's dashboard and MLflow server until Ctrl-C (exit 0);
     2 when the head or the tunnel cannot be reached, 1 when the tunnel drops."""
+    return run_command(_forward, args, (bad_input(ForwardError),))
+
+
+def _forward(args: argparse.Namespace) -> int:
+    login = head_login(args.cluster)
     try:
-        login = head_login(args.cluster)
         with forwarded(login, private_address(login),
                        {args.dashboard_port: DASHBOARD_PORT, args.mlflow_port: MLFLOW_PORT}) as tunnel:
             print(f"Ray dashboard and job server: http://127.0.0.1:{args.dashboard_port}")
@@ -159,10 +164,7 @@ def run_forward(args: argparse.Namespace) -> int:
                   f"MLFLOW_TRACKING_URI=http://127.0.0.1:{args.mlflow_port}")
             print("Ctrl-C closes the tunnel.", flush=True)
             code = tunnel.wait()
-    except ForwardError as err:
-        print(f"ardm: error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        return 0
+        return OK
     print(f"ardm: the SSH tunnel to {login.host} closed (exit code {code})", file=sys.stderr)
-    return 1
+    return FAILED

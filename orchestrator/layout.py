@@ -36,10 +36,10 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
 
+from ardm.budget_run import STEP_TABLE, sample_grid_file
 from ardm.checkpoint import CHECKPOINT_FILE
 from ardm.storage import is_uri
 from orchestrator.config import StorageSection, SweepConfig
-from orchestrator.names import sample_grid_file
 
 DEFAULT_STORAGE = StorageSection.path  # relative to the working directory
 TUNE_NAME = "tune"  # Ray Tune's experiment, in the sweep's folder
@@ -47,7 +47,6 @@ LOCK_NAME = "driver.lock"
 LOCAL_LOCKS = Path("~/.cache/ardm/locks")  # lock files of sweeps on object storage
 OUTBOX_FOLDER = "tracking-outbox"
 LATEST = "latest"  # in a trial's Train run folder: a link to its newest checkpoint folder
-STEP_TABLE = "step_table.parquet"
 
 
 def sweep_root(cfg: SweepConfig) -> str:

@@ -10,6 +10,7 @@ view. Their standard errors and calls per stage are in the run's CURVE_TABLE art
 
 from __future__ import annotations
 
+from ardm.budget_run import sample_grid_file
 from ardm.checkpoint import CHECKPOINT_FILE
 
 # Tags of runs.
@@ -57,11 +58,6 @@ COMPRESSION_FILE = "compression.json"  # every compression budget's result (orch
 MODEL_CARD_FILE = "ardm_model.json"
 # Artifacts of a sweep's run: the report's folder (orchestrator.report).
 REPORT_ARTIFACTS = "report"
-
-
-def sample_grid_file(calls: int) -> str:
-    """The file name of the sample grid drawn at a budget of `calls` total network calls."""
-    return f"samples_budget_{calls}.png"
 
 
 def sample_grid(calls: int) -> str:

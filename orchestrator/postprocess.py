@@ -225,6 +225,16 @@ class Target:
     tracker: SweepTracker | None = None
     run_id: str | None = None
 
+    def log(self, done: Postprocessed) -> bool:
+        """Log the results (metrics, curves, the artifacts folder under postprocess/) to the trial's
+        run; False when RUN named a checkpoint, not a run."""
+        if self.tracker is None or self.run_id is None:
+            return False
+        self.tracker.log_metrics(self.run_id, done.metrics)
+        self.tracker.log_curves(self.run_id, done.curves)
+        self.tracker.log_artifact(self.run_id, done.folder, "postprocess")
+        return True
+
 
 def find_target(run: str, tracking_uri: str, download_to: Path) -> Target:
     """RUN as a checkpoint path/URI (runs:/ and models:/ too, orchestrator.models), or as an MLflow

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from orchestrator.exit_codes import FAILED, INTERRUPTED, OK, Ending, bad_input, run_command
 from orchestrator.forward import (
     DASHBOARD_PORT,
     ForwardError,
@@ -187,26 +188,29 @@ def add_submit_arguments(parser: argparse.ArgumentParser) -> None:
                                           "that ardm submit opens and closes itself")
 
 
+# How `ardm submit` ends besides the common cases (orchestrator.exit_codes): a refused submission is bad
+# input, a followed job that failed is a failure, and Ctrl-C stops only the following.
+SUBMIT_ENDINGS = (
+    bad_input(SubmitError, ForwardError),
+    Ending((JobFailedError,), FAILED, "{err}"),
+    Ending((KeyboardInterrupt,), INTERRUPTED, "stopped following; the job keeps running on the cluster"),
+)
+
+
 def run_submit(args: argparse.Namespace) -> int:
     """`ardm submit`: 0 when submitted (or, with --wait, when the job SUCCEEDED); 2 on bad input; 1 if it failed."""
+    return run_command(_submit, args, SUBMIT_ENDINGS)
+
+
+def _submit(args: argparse.Namespace) -> int:
     options = {"wait": args.wait, "resume": args.resume, "dry_run": args.dry_run}
-    try:
-        if args.address:
-            submit_sweep(args.address, args.file, args.set, **options)
-        else:
-            check_sweep(args.file, args.set)  # a malformed sweep fails before the head is looked for
-            login = head_login(args.cluster)
-            port = free_local_port()
-            with forwarded(login, private_address(login), {port: DASHBOARD_PORT}):
-                submit_sweep(f"http://127.0.0.1:{port}", args.file, args.set, **options,
-                             follow_hint=f"ardm forward {args.cluster}")
-    except (SubmitError, ForwardError) as err:
-        print(f"ardm: error: {err}", file=sys.stderr)
-        return 2
-    except JobFailedError as err:
-        print(f"ardm: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("ardm: stopped following; the job keeps running on the cluster", file=sys.stderr)
-        return 130
-    return 0
+    if args.address:
+        submit_sweep(args.address, args.file, args.set, **options)
+        return OK
+    check_sweep(args.file, args.set)  # a malformed sweep fails before the head is looked for
+    login = head_login(args.cluster)
+    port = free_local_port()
+    with forwarded(login, private_address(login), {port: DASHBOARD_PORT}):
+        submit_sweep(f"http://127.0.0.1:{port}", args.file, args.set, **options,
+                     follow_hint=f"ardm forward {args.cluster}")
+    return OK

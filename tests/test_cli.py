@@ -1,5 +1,7 @@
 """The `ardm` command line and run configs: end to end on digits, and one-line errors."""
 
+import argparse
+import inspect
 import json
 import subprocess
 import sys
@@ -7,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from ardm.config import ConfigError, load_config
-from orchestrator.cli import main
+from ardm.config import ConfigError, EvalConfig, build, load_config
+from orchestrator.cli import main, parser
+from orchestrator.config import PostprocessSection
+from orchestrator.options import field_values
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--set", "data=digits", "--set", "model.preset=cpu-tiny", "--set", "train.steps=6",
@@ -93,3 +97,41 @@ def test_console_script_is_installed():
     exe = Path(sys.executable).with_name("ardm")
     result = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True)
     assert "train" in result.stdout and "evaluate" in result.stdout
+
+
+def _commands() -> dict[str, argparse.ArgumentParser]:
+    (commands,) = [a for a in parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(commands.choices)
+
+
+def test_every_option_of_every_command_says_what_it_is():
+    commands = _commands()
+    assert {"train", "evaluate", "sample", "budgets", "sweep", "postprocess", "report", "runs", "compress",
+            "decompress", "sync", "submit", "install-launcher", "convert"} <= set(commands)
+    missing = [f"{name} {'/'.join(action.option_strings) or action.dest}"
+               for name, command in commands.items() for action in command._actions
+               if not isinstance(action, argparse._HelpAction) and not (action.help or "").strip()]
+    assert missing == []
+
+
+def test_every_command_returns_an_exit_code():
+    for name, command in _commands().items():
+        func = command.get_default("func")
+        assert inspect.signature(func).return_annotation in (int, "int"), name
+
+
+def test_config_backed_options_default_to_their_fields():
+    """The defaults are the dataclasses' (each written once), and --help shows them."""
+    settings = build(PostprocessSection, field_values(parser().parse_args(["postprocess", "RUN"]), PostprocessSection))
+    assert settings == PostprocessSection()
+    evaluate = parser().parse_args(["evaluate", "--checkpoint", "c.pt", "--data", "digits"])
+    assert (evaluate.samples_per_image, evaluate.batch_size, evaluate.max_images) == (
+        EvalConfig.samples_per_image, EvalConfig.batch_size, EvalConfig.max_images)
+    budgets = parser().parse_args(["budgets", "--checkpoint", "c.pt", "--data", "digits", "--out", "o"])
+    assert budgets.table_samples_per_step == PostprocessSection.table_samples_per_step and budgets.sort_decreasing
+    assert budgets.sample_grid == PostprocessSection.sample_grid and budgets.budgets == PostprocessSection.budgets
+    shown = " ".join(_commands()["evaluate"].format_help().split())
+    assert f"--batch-size BATCH_SIZE images per batch of network calls (default: {EvalConfig.batch_size})" in shown
+    assert "--quiet no progress" in shown and "(default: False)" not in shown
+    shown = " ".join(_commands()["budgets"].format_help().split())
+    assert "(default: full)" in shown and "--samples-per-step SAMPLES_PER_STEP" in shown
