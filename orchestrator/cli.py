@@ -116,7 +116,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.dry_run:
         shape, num_classes = check_data(sweep)  # reads the data, so a dry run catches what the driver would
         check_budgets_fit(sweep, shape, num_classes)
-        trials = sweep.trial_dicts()
+        from orchestrator.variants import trial_configs  # imports Ray Tune (without starting Ray)
+
+        trials = trial_configs(sweep)
         print(f"{args.file}: sweep {sweep.base.sweep.name!r}, {len(trials)} trial(s)")
         for trial in trials:
             print(f"  {trial_label(trial, sweep.spaces)}")
