@@ -4,6 +4,7 @@ errors, the order search, and the compress / decompress commands."""
 import argparse
 import dataclasses
 import math
+import os
 import zlib
 
 import numpy as np
@@ -25,7 +26,14 @@ from ardm.compression import (
     read_container,
     write_container,
 )
-from ardm.compression.coder import FAMILY, AnsCoder, decode_batch, deterministic_torch, known_chunks
+from ardm.compression.coder import (
+    FAMILY,
+    AnsCoder,
+    decode_batch,
+    deterministic_torch,
+    known_chunks,
+    prepare_cuda_determinism,
+)
 from ardm.config import ConfigError
 from ardm.data import DataError, load_dataset
 from ardm.model import ModelSpec, build_ardm
@@ -159,6 +167,36 @@ def test_deterministic_torch_restores_settings():
     assert not torch.are_deterministic_algorithms_enabled() and torch.get_num_threads() == threads
 
 
+def test_cuda_coding_needs_a_deterministic_cublas_workspace(monkeypatch):
+    """CUDA coding (num_threads 0) is refused unless cuBLAS got a deterministic workspace before
+    CUDA started; prepare_cuda_determinism sets one and keeps a valid one the user chose."""
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    with pytest.raises(CompressionError, match="CUBLAS_WORKSPACE_CONFIG=:4096:8"), deterministic_torch(0):
+        pass
+    prepare_cuda_determinism()
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
+    prepare_cuda_determinism()
+    threads = torch.get_num_threads()
+    with deterministic_torch(0):  # the CPU thread count is left alone
+        assert torch.are_deterministic_algorithms_enabled() and torch.get_num_threads() == threads
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+
+
+def test_a_file_decodes_only_on_the_kind_of_device_that_coded_it(coded):
+    """The header records the coding device (0 threads: CUDA); a CPU model refuses a CUDA file
+    with one line naming both kinds and the flag, before decoding anything."""
+    model, images, result = coded
+    assert result.header.device_kind == "cpu" and result.header.num_threads >= 1
+    d = model.num_variables
+    container = read_container(result.data, fingerprint(model), model.num_stages, d)
+    on_cuda = dataclasses.replace(container.header, num_threads=0)
+    data = write_container(on_cuda, container.streams, images, d)
+    assert read_container(data, fingerprint(model), model.num_stages, d).header.device_kind == "cuda"
+    message = refused(model, data)
+    assert "coded on cuda" in message and "not on cpu" in message and "--device cuda" in message
+
+
 @pytest.fixture(scope="module")
 def coded():
     model = tiny_ardm(10, 3, "data", shape=(1, 2, 2))
@@ -207,12 +245,15 @@ def test_every_corrupted_byte_is_refused(coded, num_images, flips, policy):
             corrupted = bytearray(data)
             corrupted[position] ^= flip
             message = refused(model, bytes(corrupted))
-            if position >= 7:  # past magic, version and model fingerprint
-                assert "corrupted" in message or "truncated" in message, (position, flip, message)
+            if position >= 5:  # past the signature, version and model fingerprint
+                # (a thread count flipped to 0 reads as a CUDA file, refused as such)
+                expected = ("corrupted", "truncated", "coded on")
+                assert any(word in message for word in expected), (position, flip, message)
     assert "signature" in refused(model, b"GIF89a" + data[6:])
-    assert "version 3" in refused(model, data[:2] + b"\x03" + data[3:])
+    assert "format version 4, this code reads version 3" in refused(model, data[:1] + bytes([0x64]) + data[2:])
     version_1 = b"\x89ARDMZ\r\n\x01\x00\x10\x00\x00\x00" + bytes(40)
-    assert "format version 1" in refused(model, version_1)
+    assert "format version 1 (an older ardm)" in refused(model, version_1)
+    assert "format version 2 (an older ardm)" in refused(model, b"\x89A\x02" + data[2:])
 
 
 def test_consistent_but_wrong_contents_never_decode_to_wrong_pixels(coded):
@@ -243,12 +284,16 @@ def policy_rank_size(policy, d: int) -> int:
 
 
 def test_one_image_costs_its_payload_plus_at_most_24_bytes(trained_digits):
-    """magic 2, version 1, fingerprint 4, flags, seed, threads and budget 1 each, CRC32 4: 15 bytes,
-    plus the rank of a policy that is not the budget's naive one."""
+    """signature and version 2, fingerprint 3, flags, seed, threads and budget 1 each, CRC32 4:
+    13 bytes, plus the rank of a policy that is not the budget's naive one; at most 24 bytes up to
+    20 calls on an 8x8 RGB image (D = 192), the issue's single PNG."""
     oa, test_images = trained_digits
     upscale = unet_model((1, 4, 4), 17, 4)  # S = 3 stages
     upscale_image = np.random.default_rng(0).integers(0, 17, (1, 1, 4, 4)).astype(np.uint8)
-    for model, image, budgets in ((oa, test_images[:1], [1, 8, 20, 64]), (upscale, upscale_image, [3, 12, 48])):
+    rgb = unet_model((3, 8, 8), 256, 256)
+    rgb_image = np.random.default_rng(0).integers(0, 256, (1, 3, 8, 8)).astype(np.uint8)
+    for model, image, budgets in ((oa, test_images[:1], [1, 8, 20, 64]), (upscale, upscale_image, [3, 12, 48]),
+                                  (rgb, rgb_image, [20])):
         s, d = model.num_stages, model.num_variables
         table = np.tile(np.linspace(4, 0.5, d), (s, 1)) * np.random.default_rng(1).uniform(0.9, 1.1, (s, d))
         for budget in budgets:
@@ -257,7 +302,7 @@ def test_one_image_costs_its_payload_plus_at_most_24_bytes(trained_digits):
                 result = compress(model, image, policy, order_seed=4, num_threads=1)
                 overhead = len(result.data) - result.payload_bytes
                 listed = policy != budget_policy(budget, s, d, "naive")
-                assert overhead == 15 + (policy_rank_size(policy, d) if listed else 0), (budget, name)
+                assert overhead == 13 + (policy_rank_size(policy, d) if listed else 0), (budget, name)
                 assert overhead <= 24 and 8 * len(result.data) == pytest.approx(result.file_bpd * d)
                 assert result.payload_bytes == 4 * result.header.words[0]
                 assert np.array_equal(decompress(model, result.data), image)
@@ -271,7 +316,7 @@ def test_batches_keep_a_per_image_index(coded):
     result = compress(model, images, budget_policy(6, s, d, "naive"), order_seed=2, batch_size=1)
     header = result.header
     lengths = sum(varint_size(v) for v in (len(images), 1, *header.words[:-1]))
-    assert len(result.data) == result.payload_bytes + 15 + lengths
+    assert len(result.data) == result.payload_bytes + 13 + lengths
     container = read_container(result.data, fingerprint(model), s, d)
     assert container.header == header and [len(w) for w in container.streams] == list(header.words)
     orders = torch.from_numpy(fixed_orders(2, s, d))
