@@ -29,8 +29,15 @@ from orchestrator.config import Sweep, SweepConfig, check_budgets_fit, check_dat
 from orchestrator.lock import acquire
 from orchestrator.messages import describe
 from orchestrator.report import Report, build_report
-from orchestrator.tracking import SweepTracker, TrackingError, check_tracking, redact, resolve_tracking_uri
-from orchestrator.trial import CHECKPOINT_RESULT, run_trial
+from orchestrator.tracking import (
+    SweepTracker,
+    TrackingError,
+    check_tracking,
+    redact,
+    resolve_tracking_uri,
+    sqlite_path,
+)
+from orchestrator.trial import CHECKPOINT_RESULT, failure_reason, run_trial
 from orchestrator.variants import param_space, variant_generator
 from orchestrator.worker import PROGRESS_COLUMNS
 
@@ -167,6 +174,29 @@ class SweepOutcome:
     results: tune.ResultGrid
     report: Report | None
     interrupted: bool = False
+
+
+def format_outcome(outcome: SweepOutcome, sweep: Sweep) -> str:
+    """What `ardm sweep` prints at the end: each trial's test bpd (or why it failed), where the
+    MLflow runs are and how to open them, and the report."""
+    lines = [f"\nsweep {sweep.base.sweep.name!r}: {len(outcome.results)} trial(s)"]
+    for result in sorted(outcome.results, key=lambda r: r.path):
+        m, name = result.metrics or {}, Path(result.path).name
+        if result.error is not None:
+            lines.append(f"  {name:40} FAILED  {failure_reason(result.error)[:100]}")
+        elif names.TEST_BPD in m:
+            lines.append(f"  {name:40} test {m[names.TEST_BPD]:.4f} ± {m[names.TEST_BPD_STDERR]:.4f} bpd")
+        else:
+            lines.append(f"  {name:40} unfinished")
+    uri = redact(resolve_tracking_uri(sweep.base.tracking.uri))  # printed: a job's log is kept
+    lines.append(f"MLflow tracking: {uri} (experiment {sweep.base.experiment!r})")
+    if sqlite_path(uri) is not None:
+        lines.append(f"  open the UI:  mlflow ui --backend-store-uri {uri}   then browse http://127.0.0.1:5000")
+    else:
+        lines.append(f"  open the UI:  browse {uri}")
+    if outcome.report is not None:
+        lines.append(f"report: {outcome.report.html}")
+    return "\n".join(lines)
 
 
 def finish_sweep(
