@@ -15,7 +15,7 @@ import yaml
 
 from ardm.checkpoint import CHECKPOINT_FILE, CheckpointError, check_same_model, load_checkpoint
 from ardm.config import ModelConfig, RunConfig
-from ardm.data import load_dataset
+from ardm.data import ImageDataset, load_dataset
 from ardm.device import choose_device
 from ardm.evaluate import estimate_nelbo
 from ardm.images import full_grid, save_grid
@@ -25,11 +25,11 @@ from ardm.storage import filesystem, space_for, write_atomic
 from ardm.train import train
 
 
-def model_spec(model: ModelConfig, shape: tuple[int, int, int], num_classes: int) -> ModelSpec:
-    """The ModelSpec for a model config on data of the given shape and K."""
+def model_spec(model: ModelConfig, data: ImageDataset) -> ModelSpec:
+    """The ModelSpec for a model config on a dataset: its shape, K and modality."""
     return ModelSpec(
-        shape=shape, num_classes=num_classes, branching=model.branching,
-        parameterization=model.parameterization, network=model.network_config().to_dict(),
+        shape=data.shape, num_classes=data.num_classes, branching=model.branching,
+        parameterization=model.parameterization, network=model.network_config().to_dict(), modality=data.modality,
     )
 
 
@@ -41,7 +41,7 @@ def run_training(config: RunConfig, resume: bool = True, device: str | None = No
     device = choose_device(device)
     out = Path(config.output)
     train_set, test_set = load_dataset(config.data, "train"), load_dataset(config.data, "test")
-    spec = model_spec(config.model, train_set.shape, train_set.num_classes)
+    spec = model_spec(config.model, train_set)
     checkpoint = out / CHECKPOINT_FILE
     resume_from = checkpoint if resume and checkpoint.exists() else None
     if resume_from is not None:  # refuse another model's run before writing anything into its folder
