@@ -13,6 +13,7 @@ IMAGE = "image"
 TEXT = "text"
 MODALITIES = (IMAGE, TEXT)
 _UNITS = {IMAGE: ("bits per dimension", "bpd"), TEXT: ("bits per character", "bpc")}
+_EXAMPLES = {IMAGE: "images", TEXT: "sequences"}
 
 
 def check_modality(modality: str) -> str:
@@ -30,3 +31,8 @@ def unit_name(modality: str) -> str:
 def unit_abbreviation(modality: str) -> str:
     """The likelihood unit abbreviated: "bpd" (image) or "bpc" (text)."""
     return _UNITS[check_modality(modality)][1]
+
+
+def examples_name(modality: str) -> str:
+    """What the examples of a dataset are called in messages: "images" or "sequences" (text)."""
+    return _EXAMPLES[check_modality(modality)]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ardm.budgets import budget_curve
-from ardm.compression import budget_policy, compress, decompress
+from ardm.compression import TextLayout, budget_policy, compress, decompress, fingerprint, read_container
 from ardm.config import ModelConfig
 from ardm.data import load_dataset
 from ardm.data.text import decode_text, encode_text, to_sequences
@@ -134,3 +134,16 @@ def test_transformer_presets_and_overrides():
         TransformerConfig.from_dict({"architecture": "transformer", "layers": 2})
     assert get_preset("paper-text8") == TransformerConfig(num_layers=12, width=768, num_heads=12, mlp_ratio=4,
                                                           time_embedding_dim=768)
+
+
+def test_container_keeps_the_text_layout():
+    """The "txt" layout stores the text's length and final line break, and needs them; others refuse them."""
+    model = random_transformer(8, 27, "data")
+    sequences = to_sequences(encode_text("some text to code   "), 8)[:2]
+    policy = budget_policy(2, 1, 8, "naive")
+    result = compress(model, sequences, policy, order_seed=0, layout="txt", text=TextLayout(13, True))
+    container = read_container(result.data, fingerprint(model), 1, 8)
+    assert container.header.text == TextLayout(13, True) and container.header.layout == "txt"
+    for layout, text in (("txt", None), ("nchw", TextLayout(13, False)), ("txt", TextLayout(17, False))):
+        with pytest.raises(ValueError, match="text layout"):
+            compress(model, sequences, policy, order_seed=0, layout=layout, text=text)

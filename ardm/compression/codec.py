@@ -20,6 +20,7 @@ from ardm.compression.container import (
     CompressionError,
     Container,
     Header,
+    TextLayout,
     read_container,
     write_container,
 )
@@ -85,13 +86,14 @@ def compress(
     batch_size: int = 64,
     num_threads: int | None = None,
     layout: str = "nchw",
+    text: TextLayout | None = None,
 ) -> CompressionResult:
     """Compress uint8 images (N, C, H, W) with the model, the fixed orders of `order_seed` and a
     policy (chunk starts per stage; its budget is the number of network calls per image).
 
     Images are coded `batch_size` at a time, with `num_threads` torch CPU threads (default: the
     current count, at most MAX_THREADS); both go into the header so that the decoder batches and
-    threads alike. layout is stored for the caller (see Header). ValueError for a negative seed,
+    threads alike. layout and text are stored for the caller (see Header). ValueError for a negative seed,
     a batch_size below 1 or a thread count outside 1..MAX_THREADS.
     """
     if batch_size < 1 or order_seed < 0:
@@ -117,7 +119,7 @@ def compress(
     header = Header(
         model=fingerprint(model), layout=layout, order_seed=int(order_seed), num_threads=num_threads,
         policy=tuple(tuple(starts) for starts in policy), batch_size=min(batch_size, len(images)),
-        words=tuple(len(s) for s in streams),
+        words=tuple(len(s) for s in streams), text=text,
     )
     return CompressionResult(
         data=write_container(header, streams, images, core.num_variables), header=header,
