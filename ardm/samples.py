@@ -10,11 +10,11 @@ import torch
 
 from ardm.data.text import decode_text
 from ardm.images import save_grid
-from ardm.modality import TEXT, check_modality
+from ardm.modality import IMAGE, TEXT, check_modality
 from ardm.model import ModelSpec
 from ardm.storage import filesystem, write_atomic
 
-_SUFFIXES = {"image": ".png", TEXT: ".txt"}
+_SUFFIXES = {IMAGE: ".png", TEXT: ".txt"}
 
 
 def sample_suffix(modality: str) -> str:
