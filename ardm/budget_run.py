@@ -3,8 +3,8 @@ a folder and resumed from it (orchestrator/postprocess.py does the same on Ray f
 
 Folder layout: step_table.parquet, budgets/budget-<k>.json (each budget's estimates as soon as
 they are measured), budget_bpd.parquet/.csv/.png and policies.json (the curve, ardm.budgets), and
-samples_budget_<k>.png (a grid per budget below the full one). A rerun into the same folder reuses
-what still holds: the table, each budget's estimates and the grids.
+samples_budget_<k>.png (a grid per budget below the full one; for text, samples_budget_<k>.txt). A
+rerun into the same folder reuses what still holds: the table, each budget's estimates and the grids.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from ardm import tables
 from ardm.budgets import BudgetCurve, budget_curve, resolve_budgets, save_budget_curve
 from ardm.checkpoint import load_fitting_data
 from ardm.config import ConfigError
-from ardm.images import full_grid, save_grid
+from ardm.images import full_grid
 from ardm.model import ARDM
 from ardm.progress import note
+from ardm.samples import sample_suffix, save_samples
 from ardm.sampling import sample
 
 # File names in a budgets folder; a sweep's post-processing folders use the same (orchestrator.layout).
@@ -74,11 +75,11 @@ def run_budgets(
                          on_budget=lambda budget, _: measured.add(budget))
     save_budget_curve(curve, out, title=f"{data} {model.upscaler}")
     for budget in [b for b in budgets if b < model.num_steps] if sample_grid else []:
-        grid_path = out / sample_grid_file(budget)
+        grid_path = (out / sample_grid_file(budget)).with_suffix(sample_suffix(model.spec.modality))
         if budget in measured or not grid_path.is_file():  # a grid is redrawn with its budget
             count, columns = full_grid(sample_grid)
             grid = sample(model, count, policy=curve.policies[budget, "optimal"], seed=seed,
                           progress=progress, desc=f"sample grid, budget {budget} calls, policy optimal")
-            save_grid(grid, model.spec.num_classes, grid_path, reference=images[:columns],
-                      title=f"{data} {model.upscaler}: budget {budget} calls, optimal policy")
+            save_samples(grid, model.spec, grid_path, reference=images[:columns],
+                         title=f"{data} {model.upscaler}: budget {budget} calls, optimal policy")
     return curve

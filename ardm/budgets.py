@@ -33,6 +33,8 @@ import pyarrow.parquet as pq
 from torch import nn
 
 from ardm.evaluate import Estimate, measure_policy, paired_difference
+from ardm.modality import IMAGE, unit_abbreviation, unit_name
+from ardm.model import unwrap
 from ardm.parallel import joint_allocation, naive_policy, optimal_policies
 from ardm.progress import note
 from ardm.storage import filesystem, read_json, write_atomic
@@ -44,11 +46,13 @@ POLICIES = ("optimal", "optimal-joint", "naive")
 @dataclass
 class BudgetCurve:
     """rows: one dict per (budget, policy) with the keys of `COLUMNS`; policies: the chunk starts
-    per stage for each (budget, policy); full_elbo: (bpd, stderr) of the every-step model."""
+    per stage for each (budget, policy); full_elbo: (bpd, stderr) of the every-step model; modality:
+    the model's (ardm.modality): the *_bpd values are bits per character for text."""
 
     rows: list[dict]
     policies: dict[tuple[int, str], list[list[int]]]
     full_elbo: tuple[float, float]
+    modality: str = IMAGE
 
 
 COLUMNS = ("budget", "policy", "calls", "calls_per_stage", "predicted_bpd", "predicted_stderr",
@@ -233,7 +237,8 @@ def budget_curve(
     rows = [curve_row(table, budget, name, policy, measured[budget, name], measured[full, "optimal"],
                       sort_decreasing)
             for (budget, name), policy in policies.items()]
-    return BudgetCurve(rows=rows, policies=policies, full_elbo=table.full_elbo_bpd())
+    return BudgetCurve(rows=rows, policies=policies, full_elbo=table.full_elbo_bpd(),
+                       modality=unwrap(model).spec.modality)
 
 
 def _digest(images: np.ndarray) -> str:
@@ -267,7 +272,7 @@ def format_curve(curve: BudgetCurve) -> str:
                      f"{r['predicted_stderr']:.4f} {r['measured_bpd']:>8.4f} ± {r['measured_stderr']:.4f} "
                      f"{r['excess_bpd']:>+8.4f} ± {r['excess_stderr']:.4f}")
     elbo, elbo_se = curve.full_elbo
-    lines.append(f"bits per dimension; excess: over all steps on the same images (paired s.e.); "
+    lines.append(f"{unit_name(curve.modality)}; excess: over all steps on the same images (paired s.e.); "
                  f"the table's full-step ELBO {elbo:.4f} ± {elbo_se:.4f}")
     return "\n".join(lines)
 
@@ -325,8 +330,8 @@ def plot_budget_curve(curve: BudgetCurve, path: str | Path, title: str = "") -> 
     ax.axhline(elbo, color="k", lw=1, ls=":", label=f"the table's full-step ELBO {elbo:.3f} ± {elbo_se:.3f}")
     format_calls_axis(ax)
     ax.margins(y=0.1)  # the ELBO is the lowest line: keep it off the frame
-    ax.set_ylabel("bits per dimension")
-    ax.set_title(title or "budget vs bpd")
+    ax.set_ylabel(unit_name(curve.modality))
+    ax.set_title(title or f"budget vs {unit_abbreviation(curve.modality)}")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from ardm.data import DataError, parse_spec
-from ardm.networks import PRESETS, NetworkConfig
+from ardm.networks import PRESETS, ArchitectureConfig
 from ardm.train import TrainConfig
 from ardm.upscale import PARAMETERIZATIONS
 
@@ -56,15 +56,16 @@ class ModelConfig:
             raise ValueError(
                 f"parameterization must be one of {list(PARAMETERIZATIONS)}, got {self.parameterization!r}"
             )
-        known = {f.name for f in dataclasses.fields(NetworkConfig)}
+        known = {f.name for f in dataclasses.fields(PRESETS[self.preset])}
         for key in self.network:  # here rather than in from_dict, to name the close field as the file does
             if key not in known:
                 raise ValueError(f"network.{key}: unknown field; {did_you_mean(key, known, 'network')}")
         self.network_config()  # validate overrides now, not at build time
 
-    def network_config(self) -> NetworkConfig:
-        """The preset with `network` overrides applied."""
-        return NetworkConfig.from_dict({**PRESETS[self.preset].to_dict(), **self.network})
+    def network_config(self) -> ArchitectureConfig:
+        """The preset with `network` overrides applied (a U-Net's or a transformer's configuration)."""
+        preset = PRESETS[self.preset]
+        return type(preset).from_dict({**preset.to_dict(), **self.network})
 
 
 @dataclass(frozen=True)

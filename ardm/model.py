@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from ardm.networks import NetworkConfig, build_network
+from ardm.modality import IMAGE, check_modality
+from ardm.networks import build_network, network_config_from_dict
 from ardm.upscale import PARAMETERIZATIONS, Upscaler
 
 
@@ -21,9 +22,10 @@ from ardm.upscale import PARAMETERIZATIONS, Upscaler
 class ModelSpec:
     """Everything needed to rebuild an ARDM from a checkpoint.
 
-    shape: (C, H, W) of one image; num_classes: K; branching: b (>= K means order-agnostic);
-    parameterization: "data" (K logits per variable) or "direct" (b logits); network: the
-    network's configuration as a plain dict (see ardm.networks.NetworkConfig).
+    shape: (C, H, W) of one example ((1, 1, L) for text); num_classes: K; branching: b (>= K means
+    order-agnostic); parameterization: "data" (K logits per variable) or "direct" (b logits); network:
+    the network's configuration as a plain dict (ardm.networks.network_config_from_dict); modality:
+    "image" or "text" (ardm.modality), what the model's data are (older checkpoints: image).
     """
 
     shape: tuple[int, int, int]
@@ -31,14 +33,22 @@ class ModelSpec:
     branching: int
     parameterization: str
     network: dict
+    modality: str = IMAGE
 
     def __post_init__(self) -> None:
         if self.parameterization not in PARAMETERIZATIONS:
             raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {self.parameterization!r}")
+        check_modality(self.modality)
         object.__setattr__(self, "shape", tuple(int(v) for v in self.shape))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Plain dict for checkpoints; an image model's leaves its modality out, so that its dict, and the
+        identity hash of tables and compressed files taken over it (ardm.tables.model_identity), are
+        those the model had before text existed."""
+        d = asdict(self)
+        if self.modality == IMAGE:
+            del d["modality"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelSpec:
@@ -46,7 +56,7 @@ class ModelSpec:
 
 
 class ARDM(nn.Module):
-    """An order-agnostic (S = 1) or depth-upscaling (S > 1) ARDM over images of shape (C, H, W).
+    """An order-agnostic (S = 1) or depth-upscaling (S > 1) ARDM over examples of shape (C, H, W).
 
     num_variables D = C*H*W; num_steps = S*D generation steps (one variable each).
     """
@@ -107,7 +117,7 @@ def build_ardm(spec: ModelSpec) -> ARDM:
     upscaler = Upscaler(spec.num_classes, spec.branching)
     c, h, w = spec.shape
     network = build_network(
-        NetworkConfig.from_dict(spec.network),
+        network_config_from_dict(spec.network),
         shape=spec.shape,
         num_classes=spec.num_classes,
         num_stages=upscaler.num_stages,

@@ -1,7 +1,9 @@
 """One standalone training run from a RunConfig: data, model, train, evaluate, sample, report.
 
 Output folder layout: checkpoint.pt (model, EMA, optimizer, step), config.yaml (the resolved
-config), metrics.json (train and test bpd), samples.png (EMA samples), train_log.jsonl.
+config), metrics.json (train and test negative ELBO in bits per dimension, or per character for text;
+keys *_bpd either way, "unit" says which), samples.png or, for text, samples.txt (EMA samples),
+train_log.jsonl.
 """
 
 from __future__ import annotations
@@ -15,21 +17,23 @@ import yaml
 
 from ardm.checkpoint import CHECKPOINT_FILE, CheckpointError, check_same_model, load_checkpoint
 from ardm.config import ModelConfig, RunConfig
-from ardm.data import load_dataset
+from ardm.data import ImageDataset, load_dataset
 from ardm.device import choose_device
 from ardm.evaluate import estimate_nelbo
-from ardm.images import full_grid, save_grid
+from ardm.images import full_grid
+from ardm.modality import examples_name, unit_abbreviation
 from ardm.model import ModelSpec, build_ardm
+from ardm.samples import sample_suffix, save_samples
 from ardm.sampling import sample
 from ardm.storage import filesystem, space_for, write_atomic
 from ardm.train import train
 
 
-def model_spec(model: ModelConfig, shape: tuple[int, int, int], num_classes: int) -> ModelSpec:
-    """The ModelSpec for a model config on data of the given shape and K."""
+def model_spec(model: ModelConfig, data: ImageDataset) -> ModelSpec:
+    """The ModelSpec for a model config on a dataset: its shape, K and modality."""
     return ModelSpec(
-        shape=shape, num_classes=num_classes, branching=model.branching,
-        parameterization=model.parameterization, network=model.network_config().to_dict(),
+        shape=data.shape, num_classes=data.num_classes, branching=model.branching,
+        parameterization=model.parameterization, network=model.network_config().to_dict(), modality=data.modality,
     )
 
 
@@ -41,7 +45,7 @@ def run_training(config: RunConfig, resume: bool = True, device: str | None = No
     device = choose_device(device)
     out = Path(config.output)
     train_set, test_set = load_dataset(config.data, "train"), load_dataset(config.data, "test")
-    spec = model_spec(config.model, train_set.shape, train_set.num_classes)
+    spec = model_spec(config.model, train_set)
     checkpoint = out / CHECKPOINT_FILE
     resume_from = checkpoint if resume and checkpoint.exists() else None
     if resume_from is not None:  # refuse another model's run before writing anything into its folder
@@ -83,14 +87,16 @@ def run_training(config: RunConfig, resume: bool = True, device: str | None = No
         "train_bpd": result.metrics.get("train_bpd"),
         "test_bpd": test.mean, "test_bpd_stderr": test.stderr, "test_images": test.n,
         "generation_steps": result.ema.num_steps, "train_seconds": train_seconds, "checkpoint": str(checkpoint),
+        "unit": unit_abbreviation(spec.modality), "examples": examples_name(spec.modality),
     }
     if config.eval.sample_grid:
         count, columns = full_grid(config.eval.sample_grid)
         images = sample(result.ema, count, seed=config.train.seed, progress=progress,
                         desc=f"sample grid of {count} images")
         title = f"{config.data} {result.ema.upscaler}: samples, all {result.ema.num_steps} steps"
-        with space_for(out / "samples.png"):
-            metrics["samples"] = str(save_grid(images, spec.num_classes, out / "samples.png", title=title,
-                                               reference=test_set.subset(columns, seed=config.train.seed)[0]))
+        path = out / f"samples{sample_suffix(spec.modality)}"
+        with space_for(path):
+            metrics["samples"] = str(save_samples(images, spec, path, title=title,
+                                                  reference=test_set.subset(columns, seed=config.train.seed)[0]))
     write_atomic(*filesystem(str(out / "metrics.json")), json.dumps(metrics, indent=2).encode())
     return metrics

@@ -43,7 +43,7 @@ def plain(config: dict, data_uri: str) -> list[float]:
     cfg = build(SweepConfig, config)
     shard = load_parquet_split(data_uri, "train")
     torch.manual_seed(cfg.train.seed)
-    model = build_ardm(model_spec(cfg.model, shard.shape, shard.num_classes))
+    model = build_ardm(model_spec(cfg.model, shard))
     rates: list[float] = []
     with tempfile.TemporaryDirectory() as scratch:
         train(model, shard.images, cfg.train, checkpoint_path=Path(scratch) / "checkpoint.pt",

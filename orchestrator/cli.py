@@ -17,8 +17,10 @@ from ardm.data import DataError, convert_dataset
 from ardm.data.dataset import SPLITS
 from ardm.device import choose_device
 from ardm.evaluate import estimate_nelbo
-from ardm.images import full_grid, save_grid
+from ardm.images import full_grid
+from ardm.modality import TEXT, examples_name, unit_abbreviation, unit_name
 from ardm.run import run_training
+from ardm.samples import sample_suffix, save_samples
 from ardm.sampling import sample
 from orchestrator import layout
 from orchestrator.compress_cli import add_compress_parsers
@@ -52,9 +54,10 @@ BUDGET_IMAGES = 50  # `ardm budgets` measures this many test images by default: 
 def cmd_train(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.set)
     m = run_training(config, resume=not args.fresh, device=args.device, progress=not args.quiet)
+    unit = m["unit"]
     print(
-        f"{config.data} {m['model']} {m['parameterization']}: train {m['train_bpd']:.4f} bpd, "
-        f"test {m['test_bpd']:.4f} ± {m['test_bpd_stderr']:.4f} bpd ({m['test_images']} images), "
+        f"{config.data} {m['model']} {m['parameterization']}: train {m['train_bpd']:.4f} {unit}, "
+        f"test {m['test_bpd']:.4f} ± {m['test_bpd_stderr']:.4f} {unit} ({m['test_images']} {m['examples']}), "
         f"{m['generation_steps']} generation steps"
     )
     print(f"  checkpoint: {m['checkpoint']}" + (f"\n  samples:    {m['samples']}" if "samples" in m else ""))
@@ -66,12 +69,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     images = load_fitting_data(model.spec, args.data, args.split).subset(args.max_images, args.seed)[0]
     est = estimate_nelbo(model, images, args.samples_per_image, args.batch_size, seed=args.seed,
                          progress=not args.quiet, desc=f"negative ELBO of {len(images)} {args.split} images")
-    print(f"{args.data} {args.split}: negative ELBO {est} bpd over {est.n} images")
+    modality = model.spec.modality
+    print(f"{args.data} {args.split}: negative ELBO {est} {unit_abbreviation(modality)} over {est.n} "
+          f"{examples_name(modality)} ({unit_name(modality)})")
     return OK
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
     model = load_model(args.checkpoint, map_location=args.device)
+    suffix = sample_suffix(model.spec.modality)
+    if Path(args.out).suffix.lower() != suffix:
+        raise ConfigError(f"{args.out}: samples of a {model.spec.modality} model are written to a {suffix} file")
+    if model.spec.modality == TEXT:  # one sample per line: no grid to fill, no row of real sequences
+        samples = sample(model, args.sample_grid, seed=args.seed, batch_size=args.batch_size, progress=not args.quiet)
+        print(save_samples(samples, model.spec, args.out))
+        return OK
     count, columns = full_grid(args.sample_grid)
     if count != args.sample_grid:
         print(f"drawing {count} samples, not {args.sample_grid}: a full grid of {columns} x {count // columns}")
@@ -84,7 +96,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
             print(f"no row of real images: {err}")
     images = sample(model, count, seed=args.seed, batch_size=args.batch_size, progress=not args.quiet)
     title = f"{Path(args.checkpoint).name} {model.upscaler}: {count} samples, all {model.num_steps} steps"
-    print(save_grid(images, model.spec.num_classes, args.out, title=title, reference=reference))
+    print(save_samples(images, model.spec, args.out, title=title, reference=reference))
     return OK
 
 
@@ -214,13 +226,14 @@ def parser() -> argparse.ArgumentParser:
     add_field_option(evaluate_parser, EvalConfig, "max_images", help="images evaluated, spread over the split (0: all)")
     evaluate_parser.set_defaults(func=cmd_evaluate)
 
-    sample_parser = add_command(sub, "sample", "draw samples from a checkpoint's EMA model into a PNG grid",
+    sample_parser = add_command(sub, "sample", "draw samples from a checkpoint's EMA model into a PNG grid "
+                                "(a text model: a .txt file, one sample per line)",
                                 [*model_run, seed_option(), batch_size_option(default_of(sample, "batch_size"))])
     add_field_option(sample_parser, EvalConfig, "sample_grid", flag="--num",
-                     help="images to draw; rounded up to fill the grid's last row")
+                     help="samples to draw; images are rounded up to fill the grid's last row")
     sample_parser.add_argument("--data", help="dataset spec whose test images form the grid's last row (default: "
                                "the one the checkpoint trained on; none: no row)")
-    sample_parser.add_argument("out", help="output PNG path")
+    sample_parser.add_argument("out", help="output path: .png (image model) or .txt (text model)")
     sample_parser.set_defaults(func=cmd_sample)
 
     budgets_parser = add_command(sub, "budgets", "step table, DP policies and measured bpd per budget (network calls)",

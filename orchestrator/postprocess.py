@@ -182,7 +182,7 @@ def postprocess_checkpoint(
                   settings.sort_decreasing)
         for (budget, name), starts in policies.items() if budget in results
     ]
-    curve = BudgetCurve(rows=rows, policies=policies, full_elbo=table.full_elbo_bpd())
+    curve = BudgetCurve(rows=rows, policies=policies, full_elbo=table.full_elbo_bpd(), modality=model.spec.modality)
     folder = layout.artifacts_folder(out)
     save_budget_curve(curve, folder, title=f"{model.upscaler}: budget vs bpd")
     pacsv.write_csv(table.to_arrow(), (folder / layout.STEP_TABLE).with_suffix(".csv"))

@@ -153,7 +153,7 @@ def rank_setup(
     """
     shard = load_parquet_split(data_uri, "train", rank=rank, world_size=world)
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
-    model = build_ardm(model_spec(cfg.model, shard.shape, shard.num_classes))
+    model = build_ardm(model_spec(cfg.model, shard))
 
     def wrap(module: nn.Module) -> nn.Module:
         if world == 1:

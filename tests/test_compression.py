@@ -372,7 +372,7 @@ def test_cli_dataset_split_with_order_search_and_optimal_policy(trained_digits, 
         "--table-images", "32", "--samples-per-step", "2", "digits", str(tmp_path / "digits.ardm"))
     captured = capsys.readouterr()
     out = captured.out
-    assert "order search" in out and "180 image(s)" in out
+    assert "order search" in out and "180 images of 1x8x8" in out
     assert "step table on train images, 64 steps: 4/4 done in" in captured.err  # --quiet would silence it
     run("decompress", "--checkpoint", ckpt, str(tmp_path / "digits.ardm"), str(tmp_path / "digits.npy"))
     assert np.array_equal(np.load(tmp_path / "digits.npy"), load_dataset("digits", "test").images)

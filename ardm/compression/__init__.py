@@ -22,7 +22,14 @@ from ardm.compression.codec import (
     decompress,
     fingerprint,
 )
-from ardm.compression.container import CompressionError, Container, Header, read_container, write_container
+from ardm.compression.container import (
+    CompressionError,
+    Container,
+    Header,
+    TextLayout,
+    read_container,
+    write_container,
+)
 from ardm.compression.orders import OrderChoice, choose_order, fixed_orders, policy_nll_bits
 from ardm.compression.policies import budget_policy
 
@@ -32,6 +39,7 @@ __all__ = [
     "Container",
     "Header",
     "OrderChoice",
+    "TextLayout",
     "budget_policy",
     "choose_order",
     "compress",

@@ -22,6 +22,7 @@ from ardm.compression.container import (
     CompressionError,
     Container,
     Header,
+    TextLayout,
     read_container,
     write_container,
 )
@@ -87,15 +88,17 @@ def compress(
     batch_size: int = 64,
     num_threads: int | None = None,
     layout: str = "nchw",
+    text: TextLayout | None = None,
 ) -> CompressionResult:
     """Compress uint8 images (N, C, H, W) with the model, the fixed orders of `order_seed` and a
     policy (chunk starts per stage; its budget is the number of network calls per image).
 
     Images are coded `batch_size` at a time on the model's device; on the CPU with `num_threads`
     torch threads (default: the current count, at most MAX_THREADS). The batching, the thread
-    count and the device kind go into the header so that the decoder does alike. layout is stored
-    for the caller (see Header). ValueError for a negative seed, a batch_size below 1 or a thread
-    count outside 1..MAX_THREADS; CompressionError for a device that cannot code deterministically.
+    count and the device kind go into the header so that the decoder does alike. layout and text
+    are stored for the caller (see Header). ValueError for a negative seed, a batch_size below 1
+    or a thread count outside 1..MAX_THREADS; CompressionError for a device that cannot code
+    deterministically.
     """
     if batch_size < 1 or order_seed < 0:
         raise ValueError(f"batch_size must be >= 1 and order_seed >= 0, got {batch_size} and {order_seed}")
@@ -123,7 +126,7 @@ def compress(
     header = Header(
         model=fingerprint(model), layout=layout, order_seed=int(order_seed), num_threads=num_threads,
         policy=tuple(tuple(starts) for starts in policy), batch_size=min(batch_size, len(images)),
-        words=tuple(len(s) for s in streams),
+        words=tuple(len(s) for s in streams), text=text,
     )
     return CompressionResult(
         data=write_container(header, streams, images, core.num_variables), header=header,

@@ -19,6 +19,9 @@ each image's stream starts. Integers are unsigned LEB128 varints (7 bits a byte)
     varint        N images, in a batch (else 1)
     varint        images per batch of network calls, in a batch (else 1)
     N-1 varints   uint32 words of each image's rANS stream but the last, in a batch; the last takes the rest
+    varint        for the text layout only: 2 * T + E, where T is the number of characters of the text file
+                  (its N sequences of L characters hold T, the rest padding) and E = 1 if the file ends
+                  with a line break after them (ardm.compression.text_files)
     4 * W         payload: the N streams of uint32 words, little-endian, in order
     4             CRC32 of every byte before it, continued over the decoded images
 
@@ -65,7 +68,8 @@ MAGIC = bytes([SIGNATURE, 0x60 + VERSION])
 _OLD_MAGIC = b"\x89A"  # versions 1 (b"\x89ARDMZ" and a uint16) and 2 (then a version byte) began so
 FINGERPRINT_BYTES = 3
 DEVICE_KINDS = ("cpu", "cuda")  # the kinds a file can be coded on
-LAYOUTS = ("nchw", "chw", "hwc", "hw", "nhwc", "png")  # stored as an index: append only, never reorder
+LAYOUTS = ("nchw", "chw", "hwc", "hw", "nhwc", "png", "txt")  # stored as an index: append only, never reorder
+TEXT_LAYOUT = "txt"
 MAX_THREADS = 1024
 _BATCH, _COUNTS, _LISTED = 1 << 3, 1 << 4, 1 << 5
 _MAX_VARINT_BYTES = 10  # 70 bits: far above any real seed, budget or length
@@ -78,6 +82,15 @@ class CompressionError(ValueError):
 
 
 @dataclass(frozen=True)
+class TextLayout:
+    """How a text file maps onto the coded sequences: its first `chars` characters are the text, the rest
+    of the last sequence padding; `newline`: the file ends with one line break after them."""
+
+    chars: int
+    newline: bool
+
+
+@dataclass(frozen=True)
 class Header:
     """What a file stores besides the payload (the model gives the rest, see the module docstring).
 
@@ -87,7 +100,8 @@ class Header:
     threads while coding on the CPU, 0 when coding on CUDA (see `device_kind`); policy: chunk
     starts per stage (network call i of stage j starts at step policy[j][i]); batch_size: images
     per batch of network calls, 1..N (the decoder must batch the same way to get bit-identical
-    probabilities); words: uint32 words of each image's rANS stream.
+    probabilities); words: uint32 words of each image's rANS stream; text: for the "txt" layout,
+    where the text ends in its sequences (None for every other layout).
     """
 
     model: str
@@ -97,6 +111,7 @@ class Header:
     policy: tuple[tuple[int, ...], ...]
     batch_size: int
     words: tuple[int, ...]
+    text: TextLayout | None = None
 
     @property
     def device_kind(self) -> str:
@@ -145,6 +160,10 @@ def write_container(header: Header, streams: Sequence[np.ndarray], images: np.nd
                          f"{header.order_seed}")
     if not 1 <= header.batch_size <= header.num_images:
         raise ValueError(f"batch_size {header.batch_size} outside 1..{header.num_images}")
+    if (header.text is not None) != (header.layout == TEXT_LAYOUT) or (
+            header.text is not None and not _text_fits(header.text.chars, header.num_images, num_variables)):
+        raise ValueError(f"layout {header.layout!r} with text {header.text}: the text layout needs the text's "
+                         f"length, of {header.num_images} sequences of {num_variables}, and no other layout has one")
     counts = [len(starts) for starts in header.policy]
     listed_counts = counts != split_evenly(header.budget, len(counts))
     listed = any(list(starts) != _naive(k, num_variables) for starts, k in zip(header.policy, counts, strict=True))
@@ -158,6 +177,8 @@ def write_container(header: Header, streams: Sequence[np.ndarray], images: np.nd
     if batch:
         for value in (header.num_images, header.batch_size, *header.words[:-1]):
             out += _varint(value)
+    if header.text is not None:
+        out += _varint(2 * header.text.chars + header.text.newline)
     out += b"".join(np.asarray(words, dtype="<u4").tobytes() for words in streams)
     return bytes(out) + zlib.crc32(_image_bytes(images), zlib.crc32(out)).to_bytes(_CRC_SIZE, "little")
 
@@ -199,6 +220,12 @@ def read_container(data: bytes, model: str, num_stages: int, num_variables: int)
         if num_images < 2 or not 1 <= batch_size <= num_images:
             raise CompressionError("corrupted header (number of images or batch size)")
         words = [reader.varint() for _ in range(num_images - 1)]
+    text = None
+    if LAYOUTS[flags % _BATCH] == TEXT_LAYOUT:
+        chars, newline = divmod(reader.varint(), 2)
+        if not _text_fits(chars, num_images, num_variables):
+            raise CompressionError(f"corrupted header (a text of {chars} characters in {num_images} sequences)")
+        text = TextLayout(chars, bool(newline))
     payload = len(data) - reader.pos - _CRC_SIZE
     if payload < 4 * sum(words):
         raise CompressionError(f"truncated: {len(data)} bytes, the header announces at least "
@@ -209,9 +236,16 @@ def read_container(data: bytes, model: str, num_stages: int, num_variables: int)
     stream = np.frombuffer(data, dtype="<u4", count=payload // 4, offset=reader.pos).astype(np.uint32)
     bounds = np.cumsum([0, *words])
     header = Header(model=fingerprint, layout=LAYOUTS[flags % _BATCH], order_seed=order_seed, num_threads=num_threads,
-                    policy=tuple(tuple(starts) for starts in policy), batch_size=batch_size, words=tuple(words))
+                    policy=tuple(tuple(starts) for starts in policy), batch_size=batch_size, words=tuple(words),
+                    text=text)
     return Container(header=header, streams=[stream[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)],
                      file_crc=zlib.crc32(data[:-_CRC_SIZE]), crc=int.from_bytes(data[-_CRC_SIZE:], "little"))
+
+
+def _text_fits(chars: int, num_sequences: int, length: int) -> bool:
+    """A text of `chars` characters fills the last of `num_sequences` sequences of `length` at least in
+    part (an empty text is one sequence of padding)."""
+    return (num_sequences - 1) * length < chars <= num_sequences * length or (chars == 0 and num_sequences == 1)
 
 
 def _image_bytes(images: np.ndarray) -> bytes:

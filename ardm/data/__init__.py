@@ -1,4 +1,5 @@
-"""Data layer: every dataset is an ImageDataset (uint8 (N, C, H, W), K classes), named by a spec string."""
+"""Data layer: every dataset is an ImageDataset (uint8 (N, C, H, W), K classes; text as (N, 1, 1, L)) of a
+modality (ardm.modality), named by a spec string."""
 
 from ardm.data.cifar import write_cifar10_archive
 from ardm.data.dataset import DataError, ImageDataset, spread_indices

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ardm.modality import IMAGE, check_modality
+
 SPLITS = ("train", "test")
 # Fixed seed of the deterministic split used by every source that ships without its own train/test split.
 SPLIT_SEED = 0
@@ -73,16 +75,20 @@ def spread_indices(num_items: int, count: int, seed: int = 0) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class ImageDataset:
-    """Images of discrete values for an ARDM: every value is one of K classes.
+    """Examples of discrete values for an ARDM, laid out as images: every value is one of K classes.
 
-    images: uint8 array (N, C, H, W), read-only, every value < num_classes.
+    images: uint8 array (N, C, H, W), read-only, every value < num_classes. A text dataset holds
+      sequences of L characters as (N, 1, 1, L) (ardm.modality).
     num_classes: K, between 2 and 256.
     name: where the data came from (a spec string or path), used in error messages and logs.
+    modality: "image" or "text" (ardm.modality): the unit of its likelihood and the files it is read
+      from and written to.
     """
 
     images: np.ndarray
     num_classes: int
     name: str
+    modality: str = IMAGE
 
     def __post_init__(self) -> None:
         images, name = self.images, self.name
@@ -98,6 +104,10 @@ class ImageDataset:
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 2 <= k <= 256:
             raise DataError(f"{name}: K must be an integer between 2 and 256, got {k!r}")
         check_values(images, int(k), name)
+        try:
+            check_modality(self.modality)
+        except ValueError as exc:
+            raise DataError(f"{name}: {exc}") from exc
         # A read-only view keeps the dataset immutable without copying or touching the caller's array.
         view = images.view()
         view.flags.writeable = False
@@ -106,11 +116,12 @@ class ImageDataset:
 
     def __repr__(self) -> str:
         # The default dataclass repr would print pixel values; the array's shape says more.
-        return f"ImageDataset(name={self.name!r}, images={self.images.shape}, num_classes={self.num_classes})"
+        return (f"ImageDataset(name={self.name!r}, images={self.images.shape}, num_classes={self.num_classes}, "
+                f"modality={self.modality!r})")
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        """(C, H, W) of one image."""
+        """(C, H, W) of one example ((1, 1, L) for text)."""
         _, c, h, w = self.images.shape
         return (c, h, w)
 

@@ -40,10 +40,10 @@ class Source:
     name: str
 
 
-# Datasets that can be downloaded, by spec kind. A new one is one line here (its reader does the rest), e.g.
-# "text8": Source("http://mattmahoney.net/dc/text8.zip", "<md5 of text8.zip>", "text8.zip").
+# Datasets that can be downloaded, by spec kind. A new one is one line here (its reader does the rest).
 SOURCES: dict[str, Source] = {
     "cifar10": Source(f"https://www.cs.toronto.edu/~kriz/{ARCHIVE_NAME}", CIFAR10_MD5, ARCHIVE_NAME),
+    "text8": Source("http://mattmahoney.net/dc/text8.zip", "f26f94c5209bc6159618bad4a559ff81", "text8.zip"),
 }
 
 

@@ -1,9 +1,10 @@
 """Parquet shards of an ImageDataset, readable by path from any worker (local disk, NFS, file://, s3://, gs://).
 
 Layout of a shard folder:
-  <split>-<i:05d>.parquet  columns `image` (binary: the C*H*W uint8 values of one image in CHW order) and
-                           `index` (int32: the row's position in its split)
+  <split>-<i:05d>.parquet  columns `image` (binary: the C*H*W uint8 values of one example in CHW order; a text
+                           sequence's L character codes) and `index` (int32: the row's position in its split)
   manifest.json            {"format": "ardm-parquet", "version": 1, "name", "num_classes", "shape": [C, H, W],
+                            "modality": "image" or "text" (absent: image),
                             "splits": {"train": [{"path", "rows", "sha256"}, ...], "test": [...]}}
 Shard paths in the manifest are relative to its folder, so the folder can be copied or synced anywhere.
 """
@@ -21,6 +22,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ardm.data.dataset import SPLITS, DataError, ImageDataset, check_split
+from ardm.modality import IMAGE
 from ardm.storage import filesystem, is_uri, write_atomic
 
 FORMAT = "ardm-parquet"
@@ -55,10 +57,12 @@ def write_parquet_shards(
     out_dir: local path or URI (file://, s3://, gs://). Every file is written atomically and the manifest
     last, so a reader that finds a manifest finds complete shards. Returns the manifest's path or URI.
     """
-    if dataset_train.shape != dataset_test.shape or dataset_train.num_classes != dataset_test.num_classes:
+    if (dataset_train.shape, dataset_train.num_classes, dataset_train.modality) != (
+            dataset_test.shape, dataset_test.num_classes, dataset_test.modality):
         raise DataError(
-            f"{dataset_train.name}: train {dataset_train.shape} K={dataset_train.num_classes} and test "
-            f"{dataset_test.shape} K={dataset_test.num_classes} differ"
+            f"{dataset_train.name}: train {dataset_train.shape} K={dataset_train.num_classes} "
+            f"{dataset_train.modality} and test {dataset_test.shape} K={dataset_test.num_classes} "
+            f"{dataset_test.modality} differ"
         )
     out_dir = os.fspath(out_dir)
     if rows_per_shard < 1:
@@ -84,6 +88,7 @@ def write_parquet_shards(
         "source": source,
         "num_classes": dataset_train.num_classes,
         "shape": list(dataset_train.shape),
+        "modality": dataset_train.modality,
         "splits": splits,
     }
     write_atomic(fs, posixpath.join(root, MANIFEST), json.dumps(manifest, indent=1).encode())
@@ -124,14 +129,15 @@ def read_manifest(uri: str | os.PathLike[str]) -> dict:
 def split_record(uri: str | os.PathLike[str], split: str) -> dict:
     """What a tracker records of one split of a shard folder: {"name": the dataset spec it came
     from, "digest": 16 hex digits of the sha256 over its shards' sha256s (content, not paths),
-    "source": the folder, "rows", "shape": [C, H, W], "num_classes"}."""
+    "source": the folder, "rows", "shape": [C, H, W], "num_classes", "modality"}."""
     check_split(split, os.fspath(uri))
     manifest = read_manifest(uri)
     shards = manifest["splits"][split]
     digest = hashlib.sha256("".join(entry["sha256"] for entry in shards).encode()).hexdigest()[:16]
     return {"name": manifest.get("source") or manifest["name"], "digest": digest,
             "source": _manifest_location(os.fspath(uri))[0], "rows": sum(entry["rows"] for entry in shards),
-            "shape": manifest["shape"], "num_classes": manifest["num_classes"]}
+            "shape": manifest["shape"], "num_classes": manifest["num_classes"],
+            "modality": manifest.get("modality", IMAGE)}
 
 
 def _read_shard(
@@ -166,7 +172,7 @@ def _read_shard(
 def load_parquet_split(
     uri: str | os.PathLike[str], split: str, rank: int = 0, world_size: int = 1, verify: bool = True
 ) -> ImageDataset:
-    """This worker's part of a split of a shard folder: images uint8 (N, C, H, W).
+    """This worker's part of a split of a shard folder: uint8 (N, C, H, W), of the manifest's modality.
 
     uri: the folder or its manifest.json (local path, NFS path, file://, s3://, gs://).
     rank, world_size: with at least world_size shards, shard i goes to rank i % world_size (ranks can get
@@ -194,4 +200,5 @@ def load_parquet_split(
         images = np.ascontiguousarray(images[rank::world_size])
     if len(images) == 0:
         raise DataError(f"{uri}: split {split!r} has no rows for rank {rank} of {world_size}")
-    return ImageDataset(images.reshape(-1, *shape), manifest["num_classes"], manifest["name"])
+    return ImageDataset(images.reshape(-1, *shape), manifest["num_classes"], manifest["name"],
+                        manifest.get("modality", IMAGE))

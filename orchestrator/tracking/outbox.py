@@ -40,6 +40,7 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, RunTag
 from mlflow.exceptions import MlflowException, RestException
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
+from ardm.modality import IMAGE
 from ardm.storage import is_uri
 from orchestrator.messages import describe, one_line
 from orchestrator.tracking.errors import TrackingError, TrackingUnreachable
@@ -152,7 +153,8 @@ def dataset_input(record: dict) -> DatasetInput:
     training or testing): the spec as name, the content digest, the shard folder as source, and the
     sizes as its profile, which the MLflow UI shows."""
     source_type = record["source"].split("://", 1)[0] if is_uri(record["source"]) else "local"
-    profile = {"num_rows": record["rows"], "shape": record["shape"], "num_classes": record["num_classes"]}
+    profile = {"num_rows": record["rows"], "shape": record["shape"], "num_classes": record["num_classes"],
+               "modality": record.get("modality", IMAGE)}  # records queued before text had none
     dataset = Dataset(name=record["name"], digest=record["digest"], source_type=source_type,
                       source=json.dumps({"uri": record["source"]}), profile=json.dumps(profile))
     return DatasetInput(dataset, [InputTag(MLFLOW_DATASET_CONTEXT, record["context"])])

@@ -303,7 +303,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real checkpoint (one training step) of a cpu-tiny b = 4 model on digits: 3 stages, 192 steps."""
     data = load_dataset("digits", "train")
     torch.manual_seed(0)
-    model = build_ardm(model_spec(ModelConfig(preset="cpu-tiny", branching=4), data.shape, data.num_classes))
+    model = build_ardm(model_spec(ModelConfig(preset="cpu-tiny", branching=4), data))
     path = tmp_path_factory.mktemp("assets") / "checkpoint.pt"
     train(model, data.images, TrainConfig(steps=1, batch_size=8), checkpoint_path=path, extra={"data": "digits"},
           progress=False)

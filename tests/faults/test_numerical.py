@@ -93,7 +93,7 @@ def test_non_finite_step_stops_training_and_keeps_the_last_checkpoint(
 ) -> None:
     data = load_dataset("digits", "train")
     torch.manual_seed(0)
-    model = build_ardm(model_spec(ModelConfig(preset="cpu-tiny", branching=4), data.shape, data.num_classes))
+    model = build_ardm(model_spec(ModelConfig(preset="cpu-tiny", branching=4), data))
     path = tmp_path / "checkpoint.pt"
     written: dict[int, bytes] = {}  # every checkpoint's bytes as train() wrote them
 
