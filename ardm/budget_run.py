@@ -17,6 +17,7 @@ from ardm.budgets import BudgetCurve, budget_curve, resolve_budgets, save_budget
 from ardm.checkpoint import load_fitting_data
 from ardm.config import ConfigError
 from ardm.images import full_grid
+from ardm.modality import IMAGE
 from ardm.model import ARDM
 from ardm.progress import note
 from ardm.samples import sample_suffix, save_samples
@@ -26,9 +27,10 @@ from ardm.sampling import sample
 STEP_TABLE = "step_table.parquet"
 
 
-def sample_grid_file(calls: int) -> str:
-    """The file name of the sample grid drawn at a budget of `calls` total network calls."""
-    return f"samples_budget_{calls}.png"
+def sample_grid_file(calls: int, modality: str = IMAGE) -> str:
+    """The file name of the samples drawn at a budget of `calls` total network calls: a PNG grid
+    (images) or a .txt file (text, ardm.samples.sample_suffix)."""
+    return f"samples_budget_{calls}{sample_suffix(modality)}"
 
 
 def model_budgets(budgets: Sequence[object], model: ARDM, what: str) -> list[int]:
@@ -75,7 +77,7 @@ def run_budgets(
                          on_budget=lambda budget, _: measured.add(budget))
     save_budget_curve(curve, out, title=f"{data} {model.upscaler}")
     for budget in [b for b in budgets if b < model.num_steps] if sample_grid else []:
-        grid_path = (out / sample_grid_file(budget)).with_suffix(sample_suffix(model.spec.modality))
+        grid_path = out / sample_grid_file(budget, model.spec.modality)
         if budget in measured or not grid_path.is_file():  # a grid is redrawn with its budget
             count, columns = full_grid(sample_grid)
             grid = sample(model, count, policy=curve.policies[budget, "optimal"], seed=seed,

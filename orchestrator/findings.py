@@ -20,6 +20,13 @@ PAPER_CIFAR10 = (
     ("Upscale ARDM b=4", "4 x 500", "compression, per image", 2.71),
     ("Upscale ARDM b=4", "4 x 100", "compression, per image", 2.76),
 )
+# The paper's text8 results (shared/ARDM.md section 5), bits per character, with D3PM-absorbing's.
+PAPER_TEXT8 = (
+    ("OA-ARDM", "250", "test bpc (every step)", 1.43),
+    ("OA-ARDM (parallel, DP)", "20", "test bpc", 1.51),
+    ("D3PM-absorbing", "1000", "test bpc", 1.45),
+    ("D3PM-absorbing", "20", "test bpc", 1.56),
+)
 
 
 @dataclass(frozen=True)

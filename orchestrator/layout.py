@@ -38,6 +38,7 @@ from urllib.parse import urlparse
 
 from ardm.budget_run import STEP_TABLE, sample_grid_file
 from ardm.checkpoint import CHECKPOINT_FILE
+from ardm.modality import IMAGE
 from ardm.storage import is_uri
 from orchestrator.config import StorageSection, SweepConfig
 
@@ -171,9 +172,10 @@ def compression_result(work: str, budget: int) -> str:
     return f"{work}/compression/budget-{budget}.json"
 
 
-def sample_grid(folder: str | Path, budget: int) -> str:
-    """The sample grid at a budget in a folder: a post-processing's results, or `ardm budgets --out`."""
-    return f"{folder}/{sample_grid_file(budget)}"
+def sample_grid(folder: str | Path, budget: int, modality: str = IMAGE) -> str:
+    """The samples at a budget in a folder (a PNG grid, or .txt for text): a post-processing's
+    results, or `ardm budgets --out`."""
+    return f"{folder}/{sample_grid_file(budget, modality)}"
 
 
 def artifacts_folder(out: str) -> Path:

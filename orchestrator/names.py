@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ardm.budget_run import sample_grid_file
 from ardm.checkpoint import CHECKPOINT_FILE
+from ardm.modality import IMAGE
 
 # Tags of runs.
 ROLE_TAG = "ardm.role"  # SWEEP_ROLE on a sweep's parent run, TRIAL_ROLE on a trial's nested run
@@ -22,6 +23,7 @@ CONFIGURATION_TAG = "ardm.configuration"  # the trial's searched values (orchest
 FAILURE_REASON_TAG = "ardm.failure_reason"  # why a run ended FAILED or KILLED, one line
 CHECKPOINT_TAG = "ardm.checkpoint"  # a trial's final checkpoint file (path or URI)
 DATA_TAG = "ardm.data"  # the dataset spec a trial trained on (its Parquet shards)
+UNIT_TAG = "ardm.unit"  # on a trial's run: the unit of its bpd metrics (bits per dimension, bits per character)
 MODEL_ID_TAG = "ardm.model_id"  # the id of a trial's logged model (orchestrator.models)
 # MLflow 3's UI opens an experiment in the view its kind names; without the tag it may guess GenAI.
 EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
@@ -60,6 +62,7 @@ MODEL_CARD_FILE = "ardm_model.json"
 REPORT_ARTIFACTS = "report"
 
 
-def sample_grid(calls: int) -> str:
-    """The artifact path of a trial's sample grid at a budget of `calls` total network calls."""
-    return f"{POSTPROCESS_ARTIFACTS}/{sample_grid_file(calls)}"
+def sample_grid(calls: int, modality: str = IMAGE) -> str:
+    """The artifact path of a trial's samples at a budget of `calls` total network calls (a PNG
+    grid, or .txt for text)."""
+    return f"{POSTPROCESS_ARTIFACTS}/{sample_grid_file(calls, modality)}"

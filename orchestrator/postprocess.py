@@ -55,7 +55,9 @@ from ardm.config import ConfigError
 from ardm.data import load_dataset
 from ardm.device import choose_device
 from ardm.evaluate import Estimate
-from ardm.images import full_grid, save_grid
+from ardm.images import full_grid
+from ardm.modality import unit_abbreviation
+from ardm.samples import save_samples
 from ardm.sampling import sample
 from ardm.storage import filesystem, is_uri, read_file, read_json, write_atomic
 from ardm.tables import model_identity
@@ -95,11 +97,13 @@ def _measure_budget(checkpoint: str, data: str, budget: int, policies: dict[str,
     if settings["sample_grid"]:
         count, columns = full_grid(settings["sample_grid"])
         grid = sample(model, count, policy=policies["optimal"], seed=seed)
+        modality = model.spec.modality
         with tempfile.TemporaryDirectory() as scratch:
-            png = save_grid(grid, model.spec.num_classes, Path(scratch) / "grid.png", reference=images[:columns],
-                            title=f"{model.upscaler}: budget {budget} calls, optimal policy")
-            fs, path = filesystem(layout.sample_grid(out, budget))
-            write_atomic(fs, path, png.read_bytes())
+            file = save_samples(grid, model.spec, Path(scratch) / names.sample_grid_file(budget, modality),
+                                reference=images[:columns],
+                                title=f"{model.upscaler}: budget {budget} calls, optimal policy")
+            fs, path = filesystem(layout.sample_grid(out, budget, modality))
+            write_atomic(fs, path, file.read_bytes())
     result = {"budget": budget, "policies": policies,
               "measured": {name: est.to_dict() for name, est in measured.items()}}
     fs, path = filesystem(layout.budget_result(out, budget))
@@ -184,10 +188,11 @@ def postprocess_checkpoint(
     ]
     curve = BudgetCurve(rows=rows, policies=policies, full_elbo=table.full_elbo_bpd(), modality=model.spec.modality)
     folder = layout.artifacts_folder(out)
-    save_budget_curve(curve, folder, title=f"{model.upscaler}: budget vs bpd")
+    save_budget_curve(curve, folder, title=f"{model.upscaler}: budget vs {unit_abbreviation(model.spec.modality)}")
     pacsv.write_csv(table.to_arrow(), (folder / layout.STEP_TABLE).with_suffix(".csv"))
     kept = {layout.STEP_TABLE: layout.step_table(layout.tables_folder(work))}
-    kept |= {names.sample_grid_file(b): layout.sample_grid(work, b) for b in budgets}
+    modality = model.spec.modality
+    kept |= {names.sample_grid_file(b, modality): layout.sample_grid(work, b, modality) for b in budgets}
     for name, uri in kept.items():
         if (payload := read_file(uri)) is not None:
             (folder / name).write_bytes(payload)

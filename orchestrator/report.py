@@ -30,9 +30,11 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
 from ardm.budgets import format_calls_axis
+from ardm.modality import IMAGE, TEXT, examples_name, unit_abbreviation, unit_name
+from ardm.samples import sample_suffix
 from ardm.storage import filesystem, write_atomic
 from orchestrator import names
-from orchestrator.findings import PAPER_CIFAR10, findings
+from orchestrator.findings import PAPER_CIFAR10, PAPER_TEXT8, findings
 from orchestrator.layout import report_folder
 from orchestrator.tracking import SweepTracker, TrackingError
 
@@ -50,9 +52,20 @@ class Report:
     rows: list[dict]
     budgets: list[int]
     folder: Path
-    grids: dict[str, dict[int, bytes]] = field(default_factory=dict)  # run id -> budget -> PNG
+    grids: dict[str, dict[int, bytes]] = field(default_factory=dict)  # run id -> budget -> PNG (or text) bytes
     notes: list[str] = field(default_factory=list)
     compressed: list[int] = field(default_factory=list)
+
+    @property
+    def modality(self) -> str:
+        """text when every trial's runs say bits per character (ardm.unit), else image."""
+        units = {r.get("unit") for r in self.rows}
+        return TEXT if units == {unit_name(TEXT)} else IMAGE
+
+    @property
+    def unit(self) -> str:
+        """The abbreviated unit of the report's numbers: bpd, or bpc for text."""
+        return unit_abbreviation(self.modality)
 
     @property
     def html(self) -> Path:
@@ -92,6 +105,7 @@ def trial_row(tracker: SweepTracker, run: Run) -> tuple[dict, set[int], set[int]
         "reason": tags.get(names.FAILURE_REASON_TAG, ""),
         "run_id": run.info.run_id,
         "data": params.get("data.spec"),
+        "unit": tags.get(names.UNIT_TAG, unit_name(IMAGE)),  # runs from before the tag measured images
         "table_split": params.get("postprocess.table_split"),
         "test_bpd": m.get(names.TEST_BPD), "test_bpd_stderr": m.get(names.TEST_BPD_STDERR),
         "full_elbo_bpd": m.get(names.FULL_ELBO),
@@ -144,9 +158,10 @@ def _curve_table(tracker: SweepTracker, run_id: str) -> list[dict]:
         return []
 
 
-def _sample_grids(tracker: SweepTracker, run_id: str, budgets: set[int]) -> dict[int, bytes]:
-    """The trial's post-processing sample grids at `budgets` (budget -> PNG bytes), those it has."""
-    wanted = {names.sample_grid(budget): budget for budget in budgets}
+def _sample_grids(tracker: SweepTracker, run_id: str, budgets: set[int], modality: str) -> dict[int, bytes]:
+    """The trial's post-processing samples at `budgets` (budget -> the bytes of its PNG grid, or of
+    its .txt lines for text), those it has."""
+    wanted = {names.sample_grid(budget, modality): budget for budget in budgets}
     grids = {}
     try:
         logged = [a.path for a in tracker.client.list_artifacts(run_id, names.POSTPROCESS_ARTIFACTS)]
@@ -168,23 +183,24 @@ def build_report(tracker: SweepTracker, parent_id: str, out: str | Path, log: bo
     budgets = sorted({b for _, found, _ in trials for b in found})
     compressed = sorted({b for _, _, found in trials for b in found})
     columns = ["trial", "configuration", "branching", "parameterization", "status", "reason", "run_id", "data",
-               "table_split", "test_bpd", "test_bpd_stderr", "full_elbo_bpd", "full_elbo_stderr", "total_steps",
+               "unit", "table_split", "test_bpd", "test_bpd_stderr", "full_elbo_bpd", "full_elbo_stderr", "total_steps",
                "num_stages", "train_time_s", "bpd_all_steps", "bpd_all_steps_stderr", *BASELINES]
     columns += [f"bpd_budget_{b}{kind}{s}" for b in budgets for kind in ("", *(f"_{k}" for k in KINDS))
                 for s in ("", "_stderr")]
     columns += [f"compressed_bpd_{b}" for b in compressed]
     rows = [{c: r.get(c) for c in columns} for r, _, _ in sorted(trials, key=lambda t: t[0]["trial"])]
-    grids = {r["run_id"]: _sample_grids(tracker, r["run_id"], {*found, r["total_steps"]})
+    grids = {r["run_id"]: _sample_grids(tracker, r["run_id"], {*found, r["total_steps"]},
+                                        TEXT if r["unit"] == unit_name(TEXT) else IMAGE)
              for r, found, _ in trials if r["status"] == "finished" and r["total_steps"] is not None}
     report = Report(rows=rows, budgets=budgets, folder=Path(out), grids=grids, compressed=compressed)
     report.notes = _notes(report)
     text = {"trial", "configuration", "branching", "parameterization", "status", "reason", "run_id", "data",
-            "table_split"}
+            "unit", "table_split"}
     schema = pa.schema([(c, pa.string() if c in text else pa.float64()) for c in columns])
     table = pa.BufferOutputStream()
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), table)
     _write(report.folder / "report.parquet", table.getvalue())
-    title = f"{tracker.experiment}: budget vs bpd"
+    title = f"{tracker.experiment}: budget vs {report.unit}"
     plot = plot_report(report, report.folder / "budget_bpd.png", title)
     header = (f"Sweep run `{parent_id}` ({parent.info.run_name}), MLflow {tracker.shown_uri}, "
               f"{len(rows)} trial(s); written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.")
@@ -268,19 +284,24 @@ def _compression_table(report: Report) -> tuple[list[str], list[list[str]]]:
 
 
 def _paper_table(report: Report) -> tuple[list[str], list[list[str]]]:
-    """The paper's CIFAR-10 numbers, for sweeps on CIFAR-10 only."""
-    if not any((r["data"] or "").startswith("cifar10") for r in report.rows):
+    """The paper's numbers for the dataset the sweep ran on: CIFAR-10 or text8 (none for others)."""
+    data = {(r["data"] or "").split(":")[0].split("?")[0] for r in report.rows}
+    paper = PAPER_CIFAR10 if "cifar10" in data else PAPER_TEXT8 if "text8" in data else ()
+    if not paper:
         return [], []
-    return (["paper (Hoogeboom et al., 2022)", "calls", "what", "bpd"],
-            [[m, calls, kind, f"{bpd:.2f}"] for m, calls, kind, bpd in PAPER_CIFAR10])
+    return (["paper (Hoogeboom et al., 2022)", "calls", "what", report.unit],
+            [[m, calls, kind, f"{value:.2f}"] for m, calls, kind, value in paper])
 
 
-_NOTE = ("bpd: measured bits per dimension ± standard error on the post-processing's test images "
-         "(postprocess.max_images, spread over the test split), under the DP policy chosen on a step table of other "
-         "images (postprocess.table_split), the budget (total network calls) split evenly over stages. Every budget "
-         "is measured on the same images and orders, so its excess over all steps has a paired standard error, "
-         "free of the image-to-image spread. predicted: the policy's cost under the step table, whose every-step "
-         "sum is the table's ELBO on its own images.")
+def _note(report: Report) -> str:
+    """How to read the numbers, in the report's unit."""
+    examples = examples_name(report.modality)
+    return (f"{report.unit}: measured {unit_name(report.modality)} ± standard error on the post-processing's test "
+            f"{examples} (postprocess.max_images, spread over the test split), under the DP policy chosen on a step "
+            f"table of other {examples} (postprocess.table_split), the budget (total network calls) split evenly "
+            "over stages. Every budget is measured on the same examples and orders, so its excess over all steps has "
+            "a paired standard error, free of the example-to-example spread. predicted: the policy's cost under the "
+            "step table, whose every-step sum is the table's ELBO on its own examples.")
 
 
 def _sections(report: Report) -> list[tuple[str, list[str], list[list[str]], str]]:
@@ -293,7 +314,8 @@ def _sections(report: Report) -> list[tuple[str, list[str], list[list[str]], str
                          head, cells, ""))
     head, cells = _paper_table(report)
     if cells:
-        sections.append(("The paper's CIFAR-10 numbers", head, cells, ""))
+        dataset = "text8" if report.modality == TEXT else "CIFAR-10"
+        sections.append((f"The paper's {dataset} numbers", head, cells, ""))
     return sections
 
 
@@ -304,15 +326,17 @@ def _md_table(head: list[str], cells: list[list[str]]) -> list[str]:
 
 def _markdown(report: Report, title: str, header: str) -> str:
     head, cells = _table(report)
-    lines = [f"# {title}", "", header, "", "![budget vs bpd](budget_bpd.png)", "", *_md_table(head, cells), ""]
+    lines = [f"# {title}", "", header, "", f"![budget vs {report.unit}](budget_bpd.png)", "", *_md_table(head, cells),
+             ""]
     found = findings(report.rows, report.budgets)
     if found or report.notes:
         lines += ["## Findings", "", *[f"- {f}" for f in [*report.notes, *found]], ""]
     for heading, head, cells, _ in _sections(report):
         lines += [f"## {heading}", "", *_md_table(head, cells), ""]
     if any(report.grids.values()):
-        lines += ["Sample grids per budget: report.html, and each trial's postprocess/samples_budget_<k>.png.", ""]
-    return "\n".join([*lines, _NOTE, ""])
+        suffix = sample_suffix(report.modality)
+        lines += [f"Samples per budget: report.html, and each trial's postprocess/samples_budget_<k>{suffix}.", ""]
+    return "\n".join([*lines, _note(report), ""])
 
 
 def _html_table(head: list[str], cells: list[list[str]], classes: list[str] | None = None, id_: str = "") -> str:
@@ -330,6 +354,13 @@ def _png(data: bytes, alt: str, ident: str = "") -> str:
     return f'<img{ident} alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 
 
+def _samples(data: bytes, alt: str) -> str:
+    """A trial's samples inlined: a PNG grid as an image, text samples as preformatted lines."""
+    if data.startswith(b"\x89PNG"):
+        return _png(data, alt)
+    return f'<pre class="samples" title="{html.escape(alt)}">{html.escape(data.decode())}</pre>'
+
+
 def _html(report: Report, title: str, header: str, png: bytes) -> str:
     head, cells = _table(report)
     parts = [_html_table(head, cells, [r["status"] for r in report.rows], "report")]
@@ -341,7 +372,7 @@ def _html(report: Report, title: str, header: str, png: bytes) -> str:
         parts.append(f"<h2>{html.escape(heading)}</h2>{_html_table(head, cells)}")
         grids = report.grids.get(run_id, {})
         if grids:
-            figures = "".join(f"<figure>{_png(grids[b], f'samples at {b} calls')}<figcaption>{b} calls"
+            figures = "".join(f"<figure>{_samples(grids[b], f'samples at {b} calls')}<figcaption>{b} calls"
                               f"</figcaption></figure>" for b in sorted(grids))
             parts.append(f'<div class="grids">{figures}</div>')
     body = "\n".join(parts)
@@ -354,13 +385,13 @@ th, td {{ border: 1px solid #bbb; padding: 0.3em 0.6em; text-align: right; white
 th:nth-child(-n+2), td:nth-child(-n+2) {{ text-align: left; }}
 tr.failed, tr.killed {{ background: #fde2e2; }} tr.unfinished {{ background: #fff4d6; }}
 .grids {{ display: flex; flex-wrap: wrap; gap: 1em; }} figure {{ margin: 0; text-align: center; }}
-figure img {{ width: 160px; image-rendering: pixelated; }}
+figure img {{ width: 160px; image-rendering: pixelated; }} pre.samples {{ text-align: left; margin: 0; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>{html.escape(header)}</p>
-{_png(png, "budget vs bpd", "plot")}
+{_png(png, f"budget vs {report.unit}", "plot")}
 {body}
-<p>{html.escape(_NOTE)}</p>
+<p>{html.escape(_note(report))}</p>
 </body></html>
 """
 
@@ -394,7 +425,7 @@ def plot_report(report: Report, path: Path, title: str) -> Path:
             ax.plot([full[0][0]], [full[0][1]], marker="*", ms=13, color=f"C{i}", ls="none",
                     label=f"{r['configuration']} all steps {full[0][1]:.3f}")
     format_calls_axis(ax)
-    ax.set_ylabel("bits per dimension (test)")
+    ax.set_ylabel(f"{unit_name(report.modality)} (test)")
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)

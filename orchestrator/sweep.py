@@ -22,6 +22,7 @@ from ray import tune
 
 from ardm.data import DataError, convert_dataset, parse_spec
 from ardm.data.parquet import read_manifest
+from ardm.modality import IMAGE, unit_abbreviation
 from ardm.storage import filesystem, read_json, write_atomic
 from orchestrator import layout, names
 from orchestrator.cluster import connect_ray
@@ -163,7 +164,8 @@ def _run_locked(sweep: Sweep, uri: str, resume: bool, verbose: bool) -> SweepOut
     unfinished = [r for r in results if r.error is None and CHECKPOINT_RESULT not in (r.metrics or {})]
     report = finish_sweep(tracker, parent_id, results, layout.report_folder(cfg.storage.path, cfg.sweep.name),
                           str(sweep.path), len(unfinished))
-    return SweepOutcome(results=results, report=report, interrupted=bool(unfinished))
+    unit = unit_abbreviation(read_manifest(data_uri).get("modality", IMAGE))
+    return SweepOutcome(results=results, report=report, interrupted=bool(unfinished), unit=unit)
 
 
 @dataclass
@@ -174,6 +176,7 @@ class SweepOutcome:
     results: tune.ResultGrid
     report: Report | None
     interrupted: bool = False
+    unit: str = unit_abbreviation(IMAGE)  # of the trials' test_bpd: bpd, or bpc for text
 
 
 def format_outcome(outcome: SweepOutcome, sweep: Sweep) -> str:
@@ -185,7 +188,7 @@ def format_outcome(outcome: SweepOutcome, sweep: Sweep) -> str:
         if result.error is not None:
             lines.append(f"  {name:40} FAILED  {failure_reason(result.error)[:100]}")
         elif names.TEST_BPD in m:
-            lines.append(f"  {name:40} test {m[names.TEST_BPD]:.4f} ± {m[names.TEST_BPD_STDERR]:.4f} bpd")
+            lines.append(f"  {name:40} test {m[names.TEST_BPD]:.4f} ± {m[names.TEST_BPD_STDERR]:.4f} {outcome.unit}")
         else:
             lines.append(f"  {name:40} unfinished")
     uri = redact(resolve_tracking_uri(sweep.base.tracking.uri))  # printed: a job's log is kept

@@ -22,7 +22,8 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from ardm.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint
 from ardm.config import build
-from ardm.data.parquet import split_record
+from ardm.data.parquet import read_manifest, split_record
+from ardm.modality import IMAGE, unit_name
 from ardm.storage import filesystem
 from orchestrator import layout, names
 from orchestrator.config import SweepConfig, trial_label
@@ -42,7 +43,9 @@ def run_trial(config: dict, tracker: SweepTracker, parent_id: str, data_uri: str
     cfg: SweepConfig = build(SweepConfig, config)
     trial_name = tune.get_context().get_trial_name()
     run_id = tracker.trial_run(parent_id, trial_name, config)
-    tracker.set_tags(run_id, {names.CONFIGURATION_TAG: trial_label(config, searched)})
+    # The metrics keep image names (test_bpd, bpd_*); the unit tag says what they measure.
+    unit = unit_name(read_manifest(data_uri).get("modality", IMAGE))
+    tracker.set_tags(run_id, {names.CONFIGURATION_TAG: trial_label(config, searched), names.UNIT_TAG: unit})
     # Tune retries a failed trial (failure.trial_max_failures): number each attempt in its run.
     attempt = len(tracker.client.get_metric_history(run_id, names.TRIAL_ATTEMPT)) + 1
     tracker.log_metrics(run_id, {names.TRIAL_ATTEMPT: attempt}, step=attempt)
