@@ -101,6 +101,22 @@ class _Batches:
         return np.array([self._perm(int(q) // self.n)[int(q) % self.n] for q in flat])
 
 
+def _stop_if_non_finite(seen: np.ndarray, first_step: int, checkpoint_path: str | Path | None) -> None:
+    """Raises NonFiniteLossError naming the first step whose loss or gradient norm is NaN/inf.
+
+    seen: (steps, 3) per-step (loss, grad_norm, bpd) of the steps first_step + 1, first_step + 2, ...
+    """
+    bad = ~np.isfinite(seen[:, :2]).all(axis=1)
+    if bad.any():
+        first = int(np.argmax(bad))
+        loss, grad_norm = float(seen[first, 0]), float(seen[first, 1])
+        kept = checkpoint_path if checkpoint_path and Path(checkpoint_path).exists() else "none"
+        raise NonFiniteLossError(
+            f"non-finite training loss at step {first_step + first + 1} (loss={loss}, grad_norm={grad_norm}); "
+            f"last good checkpoint: {kept}"
+        )
+
+
 def train(
     model: ARDM,
     images: np.ndarray,
@@ -126,7 +142,9 @@ def train(
     on_checkpoint(path, metrics) runs on every rank at each checkpoint step, after rank 0 wrote
     the file (path is None on other ranks and when checkpoint_path is None). Both callbacks run
     the same number of times on every rank. extra: stored in the
-    checkpoint (e.g. the data spec). Raises NonFiniteLossError on a NaN/inf loss or gradient.
+    checkpoint (e.g. the data spec). Raises NonFiniteLossError naming the first step with a NaN/inf
+    loss or gradient norm; the per-step values stay on the device between log and checkpoint steps,
+    so the error comes at the next such step, before any checkpoint from the poisoned weights.
     """
     device = torch.device(device)
     if device.type != "cuda" and (config.mixed_precision or config.compile):
@@ -165,7 +183,10 @@ def train(
             on_checkpoint(path, metrics)
 
     net.train()
-    window_bpd, window_start = [], time.perf_counter()
+    # Per step (loss, grad norm, mean per-image nelbo in bpd) stays on the device until a log or
+    # checkpoint step: reading it every step would make the host wait for the device every step.
+    window: list[torch.Tensor] = []
+    window_first, window_start = step, time.perf_counter()
     bar = progress_bar(total=config.steps, initial=step, desc="train steps", enabled=progress and rank == 0)
     with bar:  # closed before a NaN stop's message, which must not be glued to the bar's line
         while step < config.steps:
@@ -177,29 +198,32 @@ def train(
                 out = training_loss(net, x, generator, config.ce_weight, config.stratified)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip).item()
-            loss = out.loss.item()
-            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-                kept = checkpoint_path if checkpoint_path and Path(checkpoint_path).exists() else "none"
-                raise NonFiniteLossError(
-                    f"non-finite training loss at step {step + 1} (loss={loss}, grad_norm={grad_norm}); "
-                    f"last good checkpoint: {kept}"
-                )
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            window.append(torch.stack([out.loss.detach().float(), grad_norm.float(),
+                                       out.nelbo_bpd.detach().mean().float()]))
             optimizer.step()
             ema.update_parameters(model)
             step += 1
             bar.update(1)
-            window_bpd.append(out.nelbo_bpd.mean().item())
-            if step % config.log_every == 0 or step == config.steps:
+            log_now = step % config.log_every == 0 or step == config.steps
+            checkpoint_now = step % config.checkpoint_every == 0 or step == config.steps
+            if not (log_now or checkpoint_now):
+                continue
+            # The one wait for the device: (steps in the window, 3) float64, exactly the float32 values.
+            seen = torch.stack(window).cpu().double().numpy()
+            # Before any checkpoint: a non-finite step since the last check poisoned the weights, and
+            # the file on disk must stay the last good one.
+            _stop_if_non_finite(seen, window_first, checkpoint_path)
+            if log_now:
                 elapsed = time.perf_counter() - window_start
                 metrics = {
-                    "step": step, "loss": loss, "train_bpd": float(np.mean(window_bpd)), "grad_norm": grad_norm,
-                    "images_per_sec": len(window_bpd) * config.batch_size / elapsed,
+                    "step": step, "loss": float(seen[-1, 0]), "train_bpd": float(np.mean(seen[:, 2])),
+                    "grad_norm": float(seen[-1, 1]), "images_per_sec": len(seen) * config.batch_size / elapsed,
                 }
                 bar.set_postfix(bpd=f"{metrics['train_bpd']:.3f}")
                 if on_log is not None:
                     on_log(metrics)
-                window_bpd, window_start = [], time.perf_counter()
-            if step % config.checkpoint_every == 0 or step == config.steps:
+                window, window_first, window_start = [], step, time.perf_counter()
+            if checkpoint_now:
                 write_checkpoint(metrics)
     return TrainResult(model=model, ema=ema.module, step=step, metrics=metrics)

@@ -22,7 +22,7 @@ from ardm.modality import TEXT, examples_name, unit_abbreviation, unit_name
 from ardm.run import run_training
 from ardm.samples import sample_suffix, save_samples
 from ardm.sampling import sample
-from orchestrator import layout, names
+from orchestrator import layout
 from orchestrator.compress_cli import add_compress_parsers
 from orchestrator.config import PostprocessSection, check_budgets_fit, check_data, load_sweep, trial_label
 from orchestrator.exit_codes import FAILED, INTERRUPTED, OK, run_command
@@ -45,14 +45,7 @@ from orchestrator.options import (
     tracking_uri_option,
 )
 from orchestrator.submit import add_submit_arguments, run_submit
-from orchestrator.tracking import (
-    SweepTracker,
-    TrackingError,
-    check_tracking,
-    redact,
-    resolve_tracking_uri,
-    sqlite_path,
-)
+from orchestrator.tracking import SweepTracker, existing_store, resolve_tracking_uri
 from orchestrator.tracking.sync import add_sync_arguments, run_sync
 
 BUDGET_IMAGES = 50  # `ardm budgets` measures this many test images by default: minutes on 2 CPU cores
@@ -128,38 +121,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.dry_run:
         shape, num_classes = check_data(sweep)  # reads the data, so a dry run catches what the driver would
         check_budgets_fit(sweep, shape, num_classes)
-        trials = sweep.trial_dicts()
+        from orchestrator.variants import trial_configs  # imports Ray Tune (without starting Ray)
+
+        trials = trial_configs(sweep)
         print(f"{args.file}: sweep {sweep.base.sweep.name!r}, {len(trials)} trial(s)")
         for trial in trials:
             print(f"  {trial_label(trial, sweep.spaces)}")
         return OK
-    from orchestrator.sweep import run_sweep  # Ray is imported only when a sweep really starts
-    from orchestrator.trial import failure_reason
+    from orchestrator.sweep import format_outcome, run_sweep  # Ray is imported only when a sweep really starts
 
     outcome = run_sweep(sweep, resume=args.resume, verbose=args.verbose)
-    results = outcome.results
-    print(f"\nsweep {sweep.base.sweep.name!r}: {len(results)} trial(s)")
-    for result in sorted(results, key=lambda r: r.path):
-        m = result.metrics or {}
-        name = Path(result.path).name
-        if result.error is not None:
-            print(f"  {name:40} FAILED  {failure_reason(result.error)[:100]}")
-        elif names.TEST_BPD in m:
-            print(f"  {name:40} test {m[names.TEST_BPD]:.4f} ± {m[names.TEST_BPD_STDERR]:.4f} bpd")
-        else:
-            print(f"  {name:40} unfinished")
-    uri = redact(resolve_tracking_uri(sweep.base.tracking.uri))  # printed: a job's log is kept
-    print(f"MLflow tracking: {uri} (experiment {sweep.base.experiment!r})")
-    if sqlite_path(uri) is not None:
-        print(f"  open the UI:  mlflow ui --backend-store-uri {uri}   then browse http://127.0.0.1:5000")
-    else:
-        print(f"  open the UI:  browse {uri}")
-    if outcome.report is not None:
-        print(f"report: {outcome.report.html}")
+    print(format_outcome(outcome, sweep))
     if outcome.interrupted:
         print(f"interrupted: continue with  ardm sweep {args.file} --resume", file=sys.stderr)
         return INTERRUPTED
-    return FAILED if any(r.error is not None for r in results) else OK
+    return FAILED if any(r.error is not None for r in outcome.results) else OK
 
 
 def cmd_postprocess(args: argparse.Namespace) -> int:
@@ -181,7 +157,7 @@ def cmd_postprocess(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from orchestrator.report import build_report, default_folder, latest_sweep
 
-    tracker = SweepTracker(_existing_store(args.tracking_uri), args.experiment, create=False)
+    tracker = SweepTracker(existing_store(args.tracking_uri), args.experiment, create=False)
     parent = args.sweep_run or latest_sweep(tracker)
     report = build_report(tracker, parent, Path(args.out or default_folder(tracker, parent)), log=args.log)
     print(f"{len(report.rows)} trial(s); report: {report.html}")
@@ -190,19 +166,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     return OK
 
 
-def _existing_store(tracking_uri: str | None) -> str:
-    """The tracking URI in the usual order, checked to name a store that exists and answers."""
-    uri = resolve_tracking_uri(tracking_uri)
-    if (db := sqlite_path(uri)) is not None and not db.is_file():
-        raise TrackingError(f"{uri}: no MLflow store there (give --tracking-uri, or set MLFLOW_TRACKING_URI)")
-    check_tracking(uri)
-    return uri
-
-
 def cmd_runs(args: argparse.Namespace) -> int:
     from orchestrator.listing import experiment_rows, format_rows, trial_rows
 
-    uri = _existing_store(args.tracking_uri)
+    uri = existing_store(args.tracking_uri)
     if args.experiment is None:
         print(format_rows(experiment_rows(uri), ["experiment", "id", "sweeps"]))
         return OK

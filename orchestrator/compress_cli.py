@@ -27,6 +27,7 @@ from ardm.budget_run import model_budgets
 from ardm.budgets import POLICIES
 from ardm.checkpoint import load_checkpoint, load_fitting_data, load_model
 from ardm.compression import CompressionError, TextLayout, budget_policy, choose_order, compress, decode_container
+from ardm.compression.coder import prepare_cuda_determinism
 from ardm.compression.container import TEXT_LAYOUT
 from ardm.compression.files import is_image_file, read_images, write_images
 from ardm.compression.text_files import is_text_file, read_text_file, write_text_file
@@ -146,6 +147,7 @@ def _step_table(args: argparse.Namespace, model: ARDM, train: str | None) -> Ste
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
+    prepare_cuda_determinism()  # before the model reaches a GPU, if --device names one
     model = load_model(args.checkpoint, map_location=args.device)
     images, layout, text, what = _input_images(args.input, args.split, model)
     needs_training = args.order_seed is None or (args.policy != "naive" and args.table is None)
@@ -175,6 +177,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
 
 def cmd_decompress(args: argparse.Namespace) -> int:
+    prepare_cuda_determinism()
     model = load_model(args.checkpoint, map_location=args.device)
     path = Path(args.input)
     if not path.is_file():

@@ -32,7 +32,6 @@ import copy
 import dataclasses
 import itertools
 import math
-import random
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -53,7 +52,8 @@ SPACE_KINDS = ("grid", "choice", "uniform", "loguniform")
 @dataclass(frozen=True)
 class SweepSection:
     """name: the sweep's name (MLflow experiment default, storage folder); num_samples: how many
-    times the grid is repeated, with random spaces drawn anew each time; seed: for those draws."""
+    times the grid is repeated, with random spaces drawn anew each time; seed: for those draws (Tune's
+    variant generator, orchestrator/variants.py)."""
 
     name: str
     num_samples: int = 1
@@ -264,24 +264,6 @@ class Sweep:
     raw: dict
     spaces: dict[tuple[str, ...], Space]
     base: SweepConfig
-
-    def trial_dicts(self) -> list[dict]:
-        """Concrete trial configs as Tune would draw them (grid product x num_samples); for --dry-run."""
-        rng = random.Random(self.base.sweep.seed)
-        grids = {p: s.values for p, s in self.spaces.items() if s.kind == "grid"}
-        trials = []
-        for _ in range(self.base.sweep.num_samples):
-            for combo in itertools.product(*grids.values()):
-                values = dict(zip(grids, combo, strict=True))
-                for p, s in self.spaces.items():
-                    if s.kind == "choice":
-                        values[p] = rng.choice(s.values)
-                    elif s.kind == "uniform":
-                        values[p] = rng.uniform(*s.values)
-                    elif s.kind == "loguniform":
-                        values[p] = math.exp(rng.uniform(math.log(s.values[0]), math.log(s.values[1])))
-                trials.append(resolve(self.raw, values))
-        return trials
 
 
 def _parse_space(node: Any, path: tuple[str, ...]) -> Space | None:

@@ -25,12 +25,20 @@ from ardm.data.parquet import read_manifest
 from ardm.storage import filesystem, read_json, write_atomic
 from orchestrator import layout, names
 from orchestrator.cluster import connect_ray
-from orchestrator.config import Sweep, SweepConfig, check_budgets_fit, check_data, resolve, trial_label
+from orchestrator.config import Sweep, SweepConfig, check_budgets_fit, check_data, trial_label
 from orchestrator.lock import acquire
 from orchestrator.messages import describe
 from orchestrator.report import Report, build_report
-from orchestrator.tracking import SweepTracker, TrackingError, check_tracking, redact, resolve_tracking_uri
-from orchestrator.trial import CHECKPOINT_RESULT, run_trial
+from orchestrator.tracking import (
+    SweepTracker,
+    TrackingError,
+    check_tracking,
+    redact,
+    resolve_tracking_uri,
+    sqlite_path,
+)
+from orchestrator.trial import CHECKPOINT_RESULT, failure_reason, run_trial
+from orchestrator.variants import param_space, variant_generator
 from orchestrator.worker import PROGRESS_COLUMNS
 
 # The trial function itself only waits on its TorchTrainer: a token share of a CPU.
@@ -82,13 +90,6 @@ def max_concurrent_trials(cfg: SweepConfig) -> int:
     if r.use_gpu:
         fits.append(total.get("GPU", 0) // (r.workers_per_trial * r.gpus_per_worker))
     return max(1, int(min(fits)))
-
-
-def param_space(sweep: Sweep) -> dict:
-    """The raw config with every search space as the matching Ray Tune sampler."""
-    samplers = {"grid": tune.grid_search, "choice": tune.choice,
-                "uniform": lambda v: tune.uniform(*v), "loguniform": lambda v: tune.loguniform(*v)}
-    return resolve(sweep.raw, {p: samplers[s.kind](list(s.values)) for p, s in sweep.spaces.items()})
 
 
 def _trial_name(sweep: Sweep):
@@ -150,9 +151,7 @@ def _run_locked(sweep: Sweep, uri: str, resume: bool, verbose: bool) -> SweepOut
             tune_config=tune.TuneConfig(
                 num_samples=cfg.sweep.num_samples,
                 trial_name_creator=_trial_name(sweep), trial_dirname_creator=_trial_name(sweep),
-                search_alg=tune.search.BasicVariantGenerator(
-                    random_state=cfg.sweep.seed, max_concurrent=max_concurrent_trials(cfg)
-                ),
+                search_alg=variant_generator(sweep, max_concurrent_trials(cfg)),
             ),
             run_config=tune.RunConfig(
                 name=layout.TUNE_NAME, storage_path=layout.sweep_root(cfg),
@@ -175,6 +174,29 @@ class SweepOutcome:
     results: tune.ResultGrid
     report: Report | None
     interrupted: bool = False
+
+
+def format_outcome(outcome: SweepOutcome, sweep: Sweep) -> str:
+    """What `ardm sweep` prints at the end: each trial's test bpd (or why it failed), where the
+    MLflow runs are and how to open them, and the report."""
+    lines = [f"\nsweep {sweep.base.sweep.name!r}: {len(outcome.results)} trial(s)"]
+    for result in sorted(outcome.results, key=lambda r: r.path):
+        m, name = result.metrics or {}, Path(result.path).name
+        if result.error is not None:
+            lines.append(f"  {name:40} FAILED  {failure_reason(result.error)[:100]}")
+        elif names.TEST_BPD in m:
+            lines.append(f"  {name:40} test {m[names.TEST_BPD]:.4f} ± {m[names.TEST_BPD_STDERR]:.4f} bpd")
+        else:
+            lines.append(f"  {name:40} unfinished")
+    uri = redact(resolve_tracking_uri(sweep.base.tracking.uri))  # printed: a job's log is kept
+    lines.append(f"MLflow tracking: {uri} (experiment {sweep.base.experiment!r})")
+    if sqlite_path(uri) is not None:
+        lines.append(f"  open the UI:  mlflow ui --backend-store-uri {uri}   then browse http://127.0.0.1:5000")
+    else:
+        lines.append(f"  open the UI:  browse {uri}")
+    if outcome.report is not None:
+        lines.append(f"report: {outcome.report.html}")
+    return "\n".join(lines)
 
 
 def finish_sweep(

@@ -1,9 +1,9 @@
 """Lossless compression: bit-exact rANS round trips, sizes against the model's NLL, the container's
 errors, the order search, and the compress / decompress commands."""
 
-import argparse
 import dataclasses
 import math
+import re
 import zlib
 
 import numpy as np
@@ -11,7 +11,6 @@ import pytest
 import torch
 from PIL import Image
 
-from ardm.checkpoint import CheckpointError
 from ardm.compression import (
     CompressionError,
     budget_policy,
@@ -25,12 +24,17 @@ from ardm.compression import (
     read_container,
     write_container,
 )
-from ardm.compression.coder import FAMILY, AnsCoder, decode_batch, deterministic_torch, known_chunks
-from ardm.config import ConfigError
-from ardm.data import DataError, load_dataset
+from ardm.compression.coder import (
+    FAMILY,
+    AnsCoder,
+    decode_batch,
+    deterministic_torch,
+    known_chunks,
+)
+from ardm.data import load_dataset
 from ardm.model import ModelSpec, build_ardm
 from ardm.networks import get_preset
-from orchestrator.compress_cli import add_compress_parsers
+from orchestrator.cli import main
 
 from reference import checkpoint_of, tiny_ardm
 
@@ -65,10 +69,13 @@ def check_round_trip(model, images, policy, seed, batch_size):
     assert np.array_equal(decompress(model, result.data), images)
     nll = reference_bits(model, images, seed, policy)
     assert result.nll_bits == pytest.approx(nll, rel=1e-4, abs=1e-3)
-    # Sizes track the NLL within 1% plus 64 bits, either way: the coder's flush adds up to about 2
-    # words; its initial state absorbs up to a word for free, and its floor of 2^-24 per symbol
-    # may undercut a less probable one.
-    assert np.all(np.abs(result.image_bits - nll) <= 0.01 * nll + 64), (result.image_bits, nll)
+    # The payload is the NLL plus the coder's known overhead, in bits per image: whole 32-bit words,
+    # of which the final flush of its 64-bit state adds up to 2, while that state's initial word
+    # absorbs up to 32 bits for free; quantising probabilities to 24 bits costs at most about
+    # 0.01 bit per variable here. So -32 <= bits - NLL <= 64, give or take 0.01 * D.
+    slack = 0.01 * images[0].size
+    difference = result.image_bits - nll
+    assert np.all((difference >= -32 - slack) & (difference <= 64 + slack)), (result.image_bits, nll)
     assert result.header.budget == sum(len(p) for p in policy)
     return result
 
@@ -207,12 +214,15 @@ def test_every_corrupted_byte_is_refused(coded, num_images, flips, policy):
             corrupted = bytearray(data)
             corrupted[position] ^= flip
             message = refused(model, bytes(corrupted))
-            if position >= 7:  # past magic, version and model fingerprint
-                assert "corrupted" in message or "truncated" in message, (position, flip, message)
+            if position >= 5:  # past the signature, version and model fingerprint
+                # (a thread count flipped to 0 reads as a CUDA file, refused as such)
+                expected = ("corrupted", "truncated", "coded on")
+                assert any(word in message for word in expected), (position, flip, message)
     assert "signature" in refused(model, b"GIF89a" + data[6:])
-    assert "version 3" in refused(model, data[:2] + b"\x03" + data[3:])
+    assert "format version 4, this code reads version 3" in refused(model, data[:1] + bytes([0x64]) + data[2:])
     version_1 = b"\x89ARDMZ\r\n\x01\x00\x10\x00\x00\x00" + bytes(40)
-    assert "format version 1" in refused(model, version_1)
+    assert "format version 1 (an older ardm)" in refused(model, version_1)
+    assert "format version 2 (an older ardm)" in refused(model, b"\x89A\x02" + data[2:])
 
 
 def test_consistent_but_wrong_contents_never_decode_to_wrong_pixels(coded):
@@ -243,12 +253,16 @@ def policy_rank_size(policy, d: int) -> int:
 
 
 def test_one_image_costs_its_payload_plus_at_most_24_bytes(trained_digits):
-    """magic 2, version 1, fingerprint 4, flags, seed, threads and budget 1 each, CRC32 4: 15 bytes,
-    plus the rank of a policy that is not the budget's naive one."""
+    """signature and version 2, fingerprint 3, flags, seed, threads and budget 1 each, CRC32 4:
+    13 bytes, plus the rank of a policy that is not the budget's naive one; at most 24 bytes up to
+    20 calls on an 8x8 RGB image (D = 192), the issue's single PNG."""
     oa, test_images = trained_digits
     upscale = unet_model((1, 4, 4), 17, 4)  # S = 3 stages
     upscale_image = np.random.default_rng(0).integers(0, 17, (1, 1, 4, 4)).astype(np.uint8)
-    for model, image, budgets in ((oa, test_images[:1], [1, 8, 20, 64]), (upscale, upscale_image, [3, 12, 48])):
+    rgb = unet_model((3, 8, 8), 256, 256)
+    rgb_image = np.random.default_rng(0).integers(0, 256, (1, 3, 8, 8)).astype(np.uint8)
+    for model, image, budgets in ((oa, test_images[:1], [1, 8, 20, 64]), (upscale, upscale_image, [3, 12, 48]),
+                                  (rgb, rgb_image, [20])):
         s, d = model.num_stages, model.num_variables
         table = np.tile(np.linspace(4, 0.5, d), (s, 1)) * np.random.default_rng(1).uniform(0.9, 1.1, (s, d))
         for budget in budgets:
@@ -257,10 +271,27 @@ def test_one_image_costs_its_payload_plus_at_most_24_bytes(trained_digits):
                 result = compress(model, image, policy, order_seed=4, num_threads=1)
                 overhead = len(result.data) - result.payload_bytes
                 listed = policy != budget_policy(budget, s, d, "naive")
-                assert overhead == 15 + (policy_rank_size(policy, d) if listed else 0), (budget, name)
+                assert overhead == 13 + (policy_rank_size(policy, d) if listed else 0), (budget, name)
                 assert overhead <= 24 and 8 * len(result.data) == pytest.approx(result.file_bpd * d)
                 assert result.payload_bytes == 4 * result.header.words[0]
                 assert np.array_equal(decompress(model, result.data), image)
+
+
+def test_decoding_ignores_the_callers_threads_and_batching(trained_digits):
+    """The decoder takes the thread count and batching from the file, not from its process: a file
+    coded with 2 threads in batches of 4 decodes bit-exactly in a process set to 1 thread, and one
+    coded with 1 thread image by image decodes in a process set to 2 threads."""
+    model, images = trained_digits
+    images, policy, threads = images[:6], budget_policy(8, 1, 64, "naive"), torch.get_num_threads()
+    try:
+        for coded_threads, batch_size, decoding_threads in ((2, 4, 1), (1, 1, 2)):
+            result = compress(model, images, policy, order_seed=3, batch_size=batch_size, num_threads=coded_threads)
+            assert (result.header.num_threads, result.header.batch_size) == (coded_threads, batch_size)
+            torch.set_num_threads(decoding_threads)
+            assert np.array_equal(decompress(model, result.data), images)
+            assert torch.get_num_threads() == decoding_threads  # and the process's setting is restored
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_batches_keep_a_per_image_index(coded):
@@ -271,7 +302,7 @@ def test_batches_keep_a_per_image_index(coded):
     result = compress(model, images, budget_policy(6, s, d, "naive"), order_seed=2, batch_size=1)
     header = result.header
     lengths = sum(varint_size(v) for v in (len(images), 1, *header.words[:-1]))
-    assert len(result.data) == result.payload_bytes + 15 + lengths
+    assert len(result.data) == result.payload_bytes + 13 + lengths
     container = read_container(result.data, fingerprint(model), s, d)
     assert container.header == header and [len(w) for w in container.streams] == list(header.words)
     orders = torch.from_numpy(fixed_orders(2, s, d))
@@ -291,10 +322,17 @@ def test_images_that_do_not_fit_the_model_are_refused(coded):
 
 
 def run(*argv: str) -> None:
-    parser = argparse.ArgumentParser(prog="ardm")
-    add_compress_parsers(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    args.func(args)
+    """An `ardm` command that must succeed, through the real entry point."""
+    assert main(list(argv)) == 0, argv
+
+
+def refused_by_main(capsys, *argv: str) -> str:
+    """The one line an `ardm` command that must fail prints on stderr (exit code 2, nothing else)."""
+    capsys.readouterr()
+    assert main(list(argv)) == 2, argv
+    err = capsys.readouterr().err
+    assert err.startswith("ardm: ") and err.count("\n") == 1, err
+    return err
 
 
 @pytest.fixture(scope="module")
@@ -340,24 +378,24 @@ def test_cli_dataset_split_with_order_search_and_optimal_policy(trained_digits, 
     assert np.array_equal(np.load(tmp_path / "digits.npy"), load_dataset("digits", "test").images)
 
 
-def test_cli_errors(rgb_checkpoint, tmp_path):
+def test_cli_errors(rgb_checkpoint, tmp_path, capsys):
+    """Each mistake, through `main`: exit code 2 and one line naming it."""
     ckpt = str(rgb_checkpoint)
     np.save(tmp_path / "in.npy", np.zeros((3, 2, 2), dtype=np.uint8))
-    with pytest.raises(ConfigError, match="--budget"):
-        run("compress", "--checkpoint", ckpt, "--budget", "13", "--policy", "naive", "--order-seed", "0",
-            str(tmp_path / "in.npy"), str(tmp_path / "c.ardm"))
-    with pytest.raises(DataError, match="no such file"):
-        run("compress", "--checkpoint", ckpt, "--budget", "2", str(tmp_path / "missing.png"), str(tmp_path / "c"))
-    with pytest.raises(ConfigError, match="--data"):
-        run("compress", "--checkpoint", ckpt, "--budget", "2", str(tmp_path / "in.npy"), str(tmp_path / "c.ardm"))
-    with pytest.raises(CheckpointError):
-        run("decompress", "--checkpoint", str(tmp_path / "nope.pt"), str(tmp_path / "c.ardm"), str(tmp_path / "o.npy"))
-    run("compress", "--checkpoint", ckpt, "--budget", "2", "--policy", "naive", "--order-seed", "0",
-        str(tmp_path / "in.npy"), str(tmp_path / "c.ardm"))
+    inputs = [str(tmp_path / "in.npy"), str(tmp_path / "c.ardm")]
+    assert "--budget" in refused_by_main(capsys, "compress", "--checkpoint", ckpt, "--budget", "13", "--policy",
+                                         "naive", "--order-seed", "0", *inputs)
+    assert "no such file" in refused_by_main(capsys, "compress", "--checkpoint", ckpt, "--budget", "2",
+                                             str(tmp_path / "missing.png"), str(tmp_path / "c"))
+    assert "--data" in refused_by_main(capsys, "compress", "--checkpoint", ckpt, "--budget", "2", *inputs)
+    assert "nope.pt" in refused_by_main(capsys, "decompress", "--checkpoint", str(tmp_path / "nope.pt"),
+                                        str(tmp_path / "c.ardm"), str(tmp_path / "o.npy"))
+    run("compress", "--checkpoint", ckpt, "--budget", "2", "--policy", "naive", "--order-seed", "0", *inputs)
     (tmp_path / "cut.ardm").write_bytes((tmp_path / "c.ardm").read_bytes()[:-3])
-    with pytest.raises(CompressionError, match=r"cut\.ardm: truncated"):
-        run("decompress", "--checkpoint", ckpt, str(tmp_path / "cut.ardm"), str(tmp_path / "o.npy"))
+    assert re.search(r"cut\.ardm: truncated", refused_by_main(capsys, "decompress", "--checkpoint", ckpt,
+                                                               str(tmp_path / "cut.ardm"), str(tmp_path / "o.npy")))
     other = tmp_path / "other.pt"
     checkpoint_of(unet_model((3, 2, 2), 256, 256, seed=3), other)
-    with pytest.raises(CompressionError, match="compressed with model"):
-        run("decompress", "--checkpoint", str(other), str(tmp_path / "c.ardm"), str(tmp_path / "o.npy"))
+    assert "compressed with model" in refused_by_main(capsys, "decompress", "--checkpoint", str(other),
+                                                      str(tmp_path / "c.ardm"), str(tmp_path / "o.npy"))
+    assert not (tmp_path / "o.npy").exists()

@@ -11,7 +11,7 @@ log-likelihood under that order and policy plus a few bits.
     images_again = decompress(model, result.data)       # bit-exact, or CompressionError
 
 A file (ardm.compression.container) stores only what the checkpoint does not give: for one image
-the payload plus about 15 bytes, plus a few bytes for a policy the decoder cannot re-derive.
+the payload plus 13 bytes, plus a few bytes for a policy the decoder cannot re-derive.
 """
 
 from ardm.compression.codec import (

@@ -1,7 +1,7 @@
 """Compress images into the container format with an ARDM, and decompress them bit-exactly.
 
 Sizes are reported per image as the rANS payload (whole 32-bit words), and per file including
-the header and checksum (for one image: payload plus 15 bytes plus the policy's rank, see
+the header and checksum (for one image: payload plus 13 bytes plus the policy's rank, see
 ardm.compression.container); bits per dimension (bpd) divide by D = C*H*W variables per image.
 """
 
@@ -16,6 +16,8 @@ from torch import nn
 
 from ardm.compression.coder import decode_batch, deterministic_torch, encode_batch
 from ardm.compression.container import (
+    DEVICE_KINDS,
+    FINGERPRINT_BYTES,
     MAX_THREADS,
     CompressionError,
     Container,
@@ -91,10 +93,12 @@ def compress(
     """Compress uint8 images (N, C, H, W) with the model, the fixed orders of `order_seed` and a
     policy (chunk starts per stage; its budget is the number of network calls per image).
 
-    Images are coded `batch_size` at a time, with `num_threads` torch CPU threads (default: the
-    current count, at most MAX_THREADS); both go into the header so that the decoder batches and
-    threads alike. layout and text are stored for the caller (see Header). ValueError for a negative seed,
-    a batch_size below 1 or a thread count outside 1..MAX_THREADS.
+    Images are coded `batch_size` at a time on the model's device; on the CPU with `num_threads`
+    torch threads (default: the current count, at most MAX_THREADS). The batching, the thread
+    count and the device kind go into the header so that the decoder does alike. layout and text
+    are stored for the caller (see Header). ValueError for a negative seed, a batch_size below 1
+    or a thread count outside 1..MAX_THREADS; CompressionError for a device that cannot code
+    deterministically.
     """
     if batch_size < 1 or order_seed < 0:
         raise ValueError(f"batch_size must be >= 1 and order_seed >= 0, got {batch_size} and {order_seed}")
@@ -105,6 +109,9 @@ def compress(
     if not 1 <= num_threads <= MAX_THREADS:
         raise ValueError(f"num_threads must lie in 1..{MAX_THREADS}, got {num_threads}")
     device = next(model.parameters()).device
+    if device.type not in DEVICE_KINDS:
+        raise CompressionError(f"cannot code on {device.type}: coding runs on {' or '.join(DEVICE_KINDS)}")
+    num_threads = 0 if device.type == "cuda" else num_threads  # the header's mark of a CUDA file
     orders = torch.from_numpy(fixed_orders(order_seed, core.num_stages, core.num_variables)).to(device)
     was_training = model.training
     model.eval()
@@ -129,19 +136,23 @@ def compress(
 
 
 def fingerprint(model: nn.Module) -> str:
-    """The 4-byte model fingerprint a file stores: the first 8 hex digits of ardm.tables.model_identity."""
-    return model_identity(model)[:8]
+    """The model fingerprint a file stores: the first 6 hex digits of ardm.tables.model_identity."""
+    return model_identity(model)[: 2 * FINGERPRINT_BYTES]
 
 
 def decode_container(model: nn.Module, data: bytes) -> tuple[Header, np.ndarray]:
     """Decode file bytes written by `compress` with the model: (header, uint8 images (N, C, H, W)).
 
-    Raises CompressionError for another model, a truncated or corrupted file, or decoded images
-    that fail the file's checksum (also what this machine's probabilities differing from the
-    encoder's looks like); never returns wrong pixels.
+    Raises CompressionError for another model, a truncated or corrupted file, a model on another
+    kind of device than the encoder's, or decoded images that fail the file's checksum (also what
+    this machine's probabilities differing from the encoder's looks like); never returns wrong pixels.
     """
     core = unwrap(model)
     container = read_container(data, fingerprint(model), core.num_stages, core.num_variables)
+    here, there = next(model.parameters()).device.type, container.header.device_kind
+    if here != there:
+        raise CompressionError(f"the file was coded on {there} and decodes only there, not on {here} "
+                               f"(pass --device {there})")
     images = _decode(model, container)
     if not container.matches(images):
         device = next(model.parameters()).device.type

@@ -9,7 +9,8 @@ running exactly the sampler's network calls on the partially decoded images.
 Encoder and decoder must derive bit-identical probabilities, or the decoder goes astray:
   - the network sees identical inputs in an identical batch (CPU kernels give batch-size-dependent
     rounding, so the decoder batches the images exactly as the encoder did);
-  - deterministic kernels and a fixed torch thread count (`deterministic_torch`);
+  - deterministic kernels and a fixed torch thread count on the CPU; on CUDA, deterministic
+    cuBLAS workspaces (`deterministic_torch`), and the decoder on the encoder's kind of device;
   - the model's float32 log-probabilities become float64 probabilities by one softmax on the CPU;
   - constriction quantises each row to 24-bit frequencies deterministically and never gives a
     symbol zero frequency, so impossible upscale digits (probability exactly 0) cost nothing but
@@ -18,6 +19,7 @@ Encoder and decoder must derive bit-identical probabilities, or the decoder goes
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -36,18 +38,37 @@ AnsCoder = constriction.stream.stack.AnsCoder
 FAMILY = constriction.stream.model.Categorical(perfect=False)
 
 
+# cuBLAS is deterministic only with one of these workspace configurations, read when CUDA starts.
+CUBLAS_DETERMINISTIC = (":4096:8", ":16:8")
+
+
+def prepare_cuda_determinism() -> None:
+    """Choose a deterministic cuBLAS workspace unless one is set: call before CUDA starts (before
+    a model moves to a GPU), as `ardm compress` and `decompress` do."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC[0])
+
+
 @contextmanager
 def deterministic_torch(num_threads: int) -> Iterator[None]:
-    """Deterministic algorithms and `num_threads` CPU threads inside the block; restored after."""
+    """Deterministic algorithms inside the block, restored after: on the CPU with `num_threads`
+    torch threads; num_threads = 0 codes on CUDA, and raises CompressionError unless cuBLAS was
+    given a deterministic workspace before CUDA started (`prepare_cuda_determinism`)."""
+    if num_threads == 0 and os.environ.get("CUBLAS_WORKSPACE_CONFIG") not in CUBLAS_DETERMINISTIC:
+        raise CompressionError(
+            "CUDA coding needs CUBLAS_WORKSPACE_CONFIG=:4096:8 in the environment before CUDA starts "
+            "(ardm compress and decompress set it; a library caller calls prepare_cuda_determinism first)")
     previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-                torch.get_num_threads())
+                torch.get_num_threads(), torch.backends.cudnn.benchmark)
     torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(num_threads)
+    torch.backends.cudnn.benchmark = False  # autotuning may pick another kernel for the decoder
+    if num_threads:
+        torch.set_num_threads(num_threads)
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
         torch.set_num_threads(previous[2])
+        torch.backends.cudnn.benchmark = previous[3]
 
 
 def _calls(policy: Sequence[Sequence[int]], num_variables: int) -> list[tuple[int, int, int]]:

@@ -1,19 +1,18 @@
-"""The compressed-file format, version 2: a few header bytes, the rANS payload and a CRC32.
+"""The compressed-file format, version 3: a few header bytes, the rANS payload and a CRC32.
 
 Nothing the decoder can take from the checkpoint is stored: the image shape, K, the branching
 factor and the number of stages S and of variables D come from the model, which the file names
-by a 4-byte fingerprint. What is stored is what the encoder chose: the order seed, the torch
-thread count, the budget and policy, the images' layout and, for a batch, its batching and where
+by a 3-byte fingerprint. What is stored is what the encoder chose: the order seed, the device it
+coded on, the budget and policy, the images' layout and, for a batch, its batching and where
 each image's stream starts. Integers are unsigned LEB128 varints (7 bits a byte).
 
     size          field
-    2             magic b"\\x89A" (the high byte catches 7-bit mangling)
-    1             format version, VERSION
-    4             model fingerprint: the first 4 bytes of the model's identity hash (ardm.tables.model_identity)
+    2             signature and version: 0x89 (the high bit catches 7-bit mangling), then 0x60 + VERSION
+    3             model fingerprint: the first 3 bytes of the model's identity hash (ardm.tables.model_identity)
     varint        flags: the layout's index in LAYOUTS (bits 0-2), a batch (bit 3), calls per stage
                   listed (bit 4), policy listed (bit 5)
     varint        order seed (ardm.compression.orders.fixed_orders)
-    varint        torch CPU threads while coding
+    varint        the coding device: 0 for CUDA, else the torch CPU thread count
     varint        budget B: network calls per image
     S varints     calls per stage, if listed (else B split evenly, as the "naive" and "optimal" policies do)
     R bytes       the policy's rank, if listed (else the naive policy of those calls, evenly spaced chunks)
@@ -34,17 +33,21 @@ make one mixed-radix integer of R = ceil(log2(prod_j C(D-1, k_j-1)) / 8) bytes, 
 of chunk starts takes without a model of it (R = 0 for budgets S and S*D; 4 bytes for 8 calls
 over D = 64; 11 bytes for 20 calls over D = 192).
 
-So one image costs its payload plus 15 bytes (seed, thread count and budget below 128) plus R.
+So one image costs its payload plus 13 bytes (seed, thread count and budget below 128) plus R:
+at most 24 bytes for budgets up to 20 on an 8x8 RGB image.
+
+The device. CPU and CUDA kernels round differently, so a file decodes only on the kind of
+device that encoded it; the reader refuses another kind with one line before decoding.
 
 The check. The CRC32 runs over the file and on over the decoded images (uint8 (N, C, H, W), C
 order), and the decoder returns pixels only when it matches. It thus catches corruption and
-truncation (a file cut at a word boundary just looks like a shorter last stream) as well as a
-decoder whose probabilities differ from the encoder's, which version 1 caught with a separate
-64-bit image digest: a wrong decode now goes unnoticed with probability 2^-32 instead of 2^-64.
+truncation (a file cut at a word boundary just looks like a shorter last stream), a decoder
+whose probabilities differ from the encoder's, and the 1 in 2^24 other model whose fingerprint
+collides with the encoder's: a wrong decode goes unnoticed with probability 2^-32.
 
 Reading checks, in this order, and raises CompressionError with one line for the first failure:
 signature, version, model fingerprint, header fields, payload length; the decoder then checks
-the CRC32 (`Container.matches`).
+the device kind and the CRC32 (`Container.matches`).
 """
 
 from __future__ import annotations
@@ -59,9 +62,12 @@ import numpy as np
 from ardm.budgets import split_evenly
 from ardm.parallel import naive_policy
 
-MAGIC = b"\x89A"
-VERSION = 2
-_V1_MAGIC = b"\x89ARDMZ"  # version 1 had an 8-byte magic and a uint16 version
+SIGNATURE = 0x89
+VERSION = 3
+MAGIC = bytes([SIGNATURE, 0x60 + VERSION])
+_OLD_MAGIC = b"\x89A"  # versions 1 (b"\x89ARDMZ" and a uint16) and 2 (then a version byte) began so
+FINGERPRINT_BYTES = 3
+DEVICE_KINDS = ("cpu", "cuda")  # the kinds a file can be coded on
 LAYOUTS = ("nchw", "chw", "hwc", "hw", "nhwc", "png", "txt")  # stored as an index: append only, never reorder
 TEXT_LAYOUT = "txt"
 MAX_THREADS = 1024
@@ -88,13 +94,14 @@ class TextLayout:
 class Header:
     """What a file stores besides the payload (the model gives the rest, see the module docstring).
 
-    model: the model's fingerprint, 8 hex digits (the start of ardm.tables.model_identity); layout:
-    how the images were given (one of LAYOUTS), so the decoder can write them back alike;
-    order_seed: seed of the fixed generation order of every stage; num_threads: torch CPU threads
-    while coding; policy: chunk starts per stage (network call i of stage j starts at step
-    policy[j][i]); batch_size: images per batch of network calls, 1..N (the decoder must batch the
-    same way to get bit-identical probabilities); words: uint32 words of each image's rANS stream;
-    text: for the "txt" layout, where the text ends in its sequences (None for every other layout).
+    model: the model's fingerprint, 6 hex digits (the start of ardm.tables.model_identity);
+    layout: how the images were given (one of LAYOUTS), so the decoder can write them back alike;
+    order_seed: seed of the fixed generation order of every stage; num_threads: torch CPU
+    threads while coding on the CPU, 0 when coding on CUDA (see `device_kind`); policy: chunk
+    starts per stage (network call i of stage j starts at step policy[j][i]); batch_size: images
+    per batch of network calls, 1..N (the decoder must batch the same way to get bit-identical
+    probabilities); words: uint32 words of each image's rANS stream; text: for the "txt" layout,
+    where the text ends in its sequences (None for every other layout).
     """
 
     model: str
@@ -105,6 +112,11 @@ class Header:
     batch_size: int
     words: tuple[int, ...]
     text: TextLayout | None = None
+
+    @property
+    def device_kind(self) -> str:
+        """The kind of device the file was coded on, and must be decoded on: cpu or cuda."""
+        return "cuda" if self.num_threads == 0 else "cpu"
 
     @property
     def num_images(self) -> int:
@@ -141,9 +153,9 @@ def write_container(header: Header, streams: Sequence[np.ndarray], images: np.nd
     for the checksum) of a model with D = num_variables. ValueError for a header it cannot store."""
     if [len(words) for words in streams] != list(header.words) or len(images) != header.num_images:
         raise ValueError("streams or images differ from header.words")
-    if len(bytes.fromhex(header.model)) != 4:
-        raise ValueError(f"model fingerprint must be 8 hex digits, got {header.model!r}")
-    if header.layout not in LAYOUTS or not 1 <= header.num_threads <= MAX_THREADS or header.order_seed < 0:
+    if len(bytes.fromhex(header.model)) != FINGERPRINT_BYTES:
+        raise ValueError(f"model fingerprint must be {2 * FINGERPRINT_BYTES} hex digits, got {header.model!r}")
+    if header.layout not in LAYOUTS or not 0 <= header.num_threads <= MAX_THREADS or header.order_seed < 0:
         raise ValueError(f"cannot store layout {header.layout!r}, {header.num_threads} threads or order seed "
                          f"{header.order_seed}")
     if not 1 <= header.batch_size <= header.num_images:
@@ -157,7 +169,7 @@ def write_container(header: Header, streams: Sequence[np.ndarray], images: np.nd
     listed = any(list(starts) != _naive(k, num_variables) for starts, k in zip(header.policy, counts, strict=True))
     batch = header.num_images > 1
     flags = LAYOUTS.index(header.layout) | batch * _BATCH | listed_counts * _COUNTS | listed * _LISTED
-    out = bytearray(MAGIC + bytes([VERSION]) + bytes.fromhex(header.model))
+    out = bytearray(MAGIC + bytes.fromhex(header.model))
     for value in (flags, header.order_seed, header.num_threads, header.budget, *(counts if listed_counts else ())):
         out += _varint(value)
     if listed:
@@ -172,23 +184,26 @@ def write_container(header: Header, streams: Sequence[np.ndarray], images: np.nd
 
 
 def read_container(data: bytes, model: str, num_stages: int, num_variables: int) -> Container:
-    """Parse file bytes for the model with fingerprint `model` (8 hex digits), S = num_stages and
-    D = num_variables. Raises CompressionError; the CRC32 is left to the decoder (Container.matches)."""
-    if data.startswith(_V1_MAGIC):
-        raise CompressionError(f"format version 1 (an older ardm), this code reads version {VERSION}")
-    if not data.startswith(MAGIC):
-        if MAGIC.startswith(data):
+    """Parse file bytes for the model with fingerprint `model` (6 hex digits), S = num_stages and
+    D = num_variables. Raises CompressionError; the device kind and the CRC32 are left to the
+    decoder (Header.device_kind, Container.matches)."""
+    if len(data) < len(MAGIC):
+        if data == MAGIC[: len(data)] or data == _OLD_MAGIC[: len(data)]:
             raise CompressionError(f"truncated: {len(data)} bytes, not even the file signature")
         raise CompressionError("not an ARDM compressed file (bad signature)")
+    if data.startswith(_OLD_MAGIC):
+        old = 1 if data[2:3] == b"R" else data[2] if len(data) > 2 else "?"
+        raise CompressionError(f"format version {old} (an older ardm), this code reads version {VERSION}")
+    if data[0] != SIGNATURE or not 0x60 < data[1] < 0x80:
+        raise CompressionError("not an ARDM compressed file (bad signature)")
+    if data[1] != MAGIC[1]:
+        raise CompressionError(f"format version {data[1] - 0x60}, this code reads version {VERSION}")
     reader = _Reader(data, len(MAGIC))
-    (version,) = reader.take(1)
-    if version != VERSION:
-        raise CompressionError(f"format version {version}, this code reads version {VERSION}")
-    fingerprint = reader.take(4).hex()
+    fingerprint = reader.take(FINGERPRINT_BYTES).hex()
     if fingerprint != model:
         raise CompressionError(f"compressed with model {fingerprint}, but this model is {model}")
     flags, order_seed, num_threads, budget = (reader.varint() for _ in range(4))
-    if flags >= 2 * _LISTED or flags % _BATCH >= len(LAYOUTS) or not 1 <= num_threads <= MAX_THREADS:
+    if flags >= 2 * _LISTED or flags % _BATCH >= len(LAYOUTS) or num_threads > MAX_THREADS:
         raise CompressionError("corrupted header (flags or thread count)")
     if not num_stages <= budget <= num_stages * num_variables:
         raise CompressionError(f"corrupted header (budget {budget} outside {num_stages}..{num_stages * num_variables})")

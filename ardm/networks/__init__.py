@@ -1,11 +1,11 @@
 """ARDM networks: the full-resolution U-Net (images), the bidirectional transformer (text), their
 embeddings, configs and presets."""
 
+from ardm.networks.config import NetworkConfig
 from ardm.networks.embeddings import InputEmbedding, TimeEmbedding, sinusoidal_embedding
 from ardm.networks.presets import (
     PRESETS,
     ArchitectureConfig,
-    NetworkConfig,
     build_network,
     get_preset,
     network_config_from_dict,

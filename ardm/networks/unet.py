@@ -16,16 +16,12 @@ logits, which keeps the 65-block model stable at the start of training.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ardm.networks.config import NetworkConfig
 from ardm.networks.embeddings import InputEmbedding, TimeEmbedding
-
-if TYPE_CHECKING:
-    from ardm.networks.presets import NetworkConfig
 
 # GroupNorm epsilon of the authors' (flax) GroupNorm.
 NORM_EPS = 1e-6

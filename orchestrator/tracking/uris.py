@@ -69,6 +69,16 @@ def resolve_tracking_uri(explicit: str | None = None) -> str:
     return explicit or MLFLOW_TRACKING_URI.get() or default_tracking_uri()
 
 
+def existing_store(explicit: str | None = None) -> str:
+    """The tracking URI in the usual order (`resolve_tracking_uri`), checked to name a store that
+    already exists and answers: for commands that read runs, where a new empty store is a mistake."""
+    uri = resolve_tracking_uri(explicit)
+    if (db := sqlite_path(uri)) is not None and not db.is_file():
+        raise TrackingError(f"{uri}: no MLflow store there (give --tracking-uri, or set MLFLOW_TRACKING_URI)")
+    check_tracking(uri)
+    return uri
+
+
 def check_tracking(uri: str, timeout: float = 5.0) -> None:
     """Fail fast with a TrackingError if `uri` cannot be used as an MLflow 3 tracking URI.
 

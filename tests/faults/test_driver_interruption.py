@@ -81,7 +81,7 @@ def test_interrupted_driver_resumes_without_redoing_work(ray_cluster, mlflow_ser
     console = (tmp_path / "driver.log").read_text()
     assert driver.returncode == expected, console[-3000:]
     # The console shows Tune's table, not the workers' per-report lines or Ray's internal warnings.
-    assert "Trial status" in console and "(RayTrainWorker pid=" not in console and "PreemptionWatcher" not in console
+    assert "== Status ==" in console and "(RayTrainWorker pid=" not in console and "PreemptionWatcher" not in console
     client, parents, trials = sweep_runs(mlflow_server, name)
     assert len(parents) == 1, f"{len(parents)} sweep runs"
     first = _the_trial(trials, finished=True)
