@@ -65,12 +65,12 @@ PRESETS: dict[str, ArchitectureConfig] = {
         output_kernel=1,
     ),
     # The paper's text8 model (ARDM appendix, as D3PM's): a 12-layer bidirectional transformer,
-    # width 768, 12 heads, MLP 3072, no dropout: 93.6M parameters on sequences of 250 characters.
+    # width 768, 12 heads, MLP 3072, no dropout: 93.4M parameters (rotary positions: any length).
     "paper-text8": TransformerConfig(
         num_layers=12, width=768, num_heads=12, mlp_ratio=4, dropout=0.0, time_embedding_dim=768,
     ),
-    # Text on a CPU: 0.48M parameters at length 64. On the pydoc corpus it sits near the letter
-    # frequencies' entropy (about 4.1 bpc) for the first several hundred steps, then learns words.
+    # Text on a CPU: 0.47M parameters. configs/text.yaml (pydoc at length 64, 1500 steps of 64
+    # sequences) reaches 2.73 bpc on the test split in under 7 minutes on one core.
     "cpu-text": TransformerConfig(
         num_layers=2, width=128, num_heads=4, mlp_ratio=4, dropout=0.0, time_embedding_dim=128,
     ),

@@ -6,9 +6,12 @@ level. For the order-agnostic ARDM (S = 1) that is always x^(0) = 0, i.e. the si
 so the vocabulary is K + 1; with S > 1 stages (branching b < K) the coarse value carries information,
 and the vocabulary is 2K.
 
-Layout: token embedding + learned position embedding; num_layers pre-LayerNorm blocks (full
-self-attention over the D positions, then a GELU MLP), each adding a projection of the time
-embedding of the global step to its input; a final LayerNorm and a linear head to num_outputs logits.
+Layout: token embedding; num_layers pre-LayerNorm blocks (full self-attention over the D positions,
+then a GELU MLP), each adding a projection of the time embedding of the global step to its input; a
+final LayerNorm and a linear head to num_outputs logits. Positions enter through rotary embeddings of
+the queries and keys (RoFormer), so attention depends on relative position from the start: with a
+learned absolute position embedding instead, cpu-text stayed at the letter frequencies' entropy
+(about 4.1 bits per character on pydoc) for over 1500 steps.
 The last layer of every residual branch and the head are zero-initialised, as in the U-Net: the fresh
 network predicts uniform logits.
 """
@@ -25,7 +28,7 @@ from torch import nn
 
 from ardm.networks.embeddings import TimeEmbedding
 
-# Standard deviation of the token and position embeddings at initialisation (as in GPT-2 and D3PM).
+# Standard deviation of the token embeddings at initialisation (as in GPT-2).
 EMBEDDING_STD = 0.02
 
 
@@ -58,8 +61,9 @@ class TransformerConfig:
                 raise ValueError(f"TransformerConfig.{name} must be an int >= 1, got {value!r}")
         if self.width < 2:  # the sinusoidal time embedding needs one sin/cos pair
             raise ValueError(f"TransformerConfig.width must be >= 2, got {self.width}")
-        if self.width % self.num_heads:
-            raise ValueError(f"TransformerConfig.num_heads={self.num_heads} must divide width={self.width}")
+        if self.width % self.num_heads or (self.width // self.num_heads) % 2:
+            raise ValueError(f"TransformerConfig.num_heads={self.num_heads} must divide width={self.width} into "
+                             "heads of an even width (rotary embeddings turn pairs of features)")
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, int | float) or not 0 <= self.dropout < 1:
             raise ValueError(f"TransformerConfig.dropout must be a number in [0, 1), got {self.dropout!r}")
 
@@ -86,6 +90,21 @@ def _zero_init(module: nn.Linear) -> nn.Linear:
     return module
 
 
+def rotary_tables(length: int, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin), each (length, head_dim // 2) float32: the rotary angles p * 10000^(-2i / head_dim) of
+    position p and pair i (Su et al., RoFormer)."""
+    freqs = 10000.0 ** (-torch.arange(head_dim // 2, dtype=torch.float32) * 2 / head_dim)
+    angles = torch.arange(length, dtype=torch.float32)[:, None] * freqs[None]
+    return torch.cos(angles), torch.sin(angles)
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding of queries or keys x (B, heads, D, head_dim): each pair of features
+    (first half, second half) is turned by its position's angle, so q . k depends on relative position."""
+    first, second = x.float().chunk(2, dim=-1)
+    return torch.cat([first * cos - second * sin, first * sin + second * cos], dim=-1).to(x.dtype)
+
+
 class TransformerBlock(nn.Module):
     """Pre-LayerNorm block: h + attention(LN(h)), then h + MLP(LN(h)); bidirectional (no causal mask)."""
 
@@ -103,12 +122,14 @@ class TransformerBlock(nn.Module):
         )
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, h: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        """h: (B, D, width); temb: (B, time_embedding_dim), already swished -> (B, D, width)."""
+    def forward(self, h: torch.Tensor, temb: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """h: (B, D, width); temb: (B, time_embedding_dim), already swished; cos, sin: rotary_tables(D,
+        head_dim) -> (B, D, width)."""
         h = h + self.temb_proj(temb)[:, None]
         batch, length, width = h.shape
         qkv = self.qkv(self.norm1(h)).view(batch, length, 3, self.num_heads, width // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, D, head_dim)
+        q, k = rotate(q, cos, sin), rotate(k, cos, sin)
         attended = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(batch, length, width)
         h = h + self.dropout(self.attn_out(attended))
         return h + self.mlp(self.norm2(h))
@@ -152,8 +173,11 @@ class TransformerNet(nn.Module):
         num_variables = self.shape[0] * self.shape[1] * self.shape[2]
         vocabulary = num_classes + (num_classes if num_stages > 1 else 1)
         self.token_embedding = nn.Embedding(vocabulary, config.width)
-        self.position_embedding = nn.Parameter(torch.randn(num_variables, config.width) * EMBEDDING_STD)
         nn.init.normal_(self.token_embedding.weight, std=EMBEDDING_STD)
+        # Fixed tables, rebuilt from the sizes: not weights, so not in the state dict.
+        cos, sin = rotary_tables(num_variables, config.width // config.num_heads)
+        self.register_buffer("rotary_cos", cos, persistent=False)
+        self.register_buffer("rotary_sin", sin, persistent=False)
         self.time_embedding = TimeEmbedding(config.width, config.time_embedding_dim, num_steps)
         self.blocks = nn.ModuleList([TransformerBlock(config) for _ in range(config.num_layers)])
         self.out_norm = nn.LayerNorm(config.width)
@@ -178,10 +202,10 @@ class TransformerNet(nn.Module):
             raise ValueError(f"mask must have the shape of x {tuple(x.shape)}, got {tuple(mask.shape)}")
         batch = x.shape[0]
         tokens = torch.where(mask.bool(), x, x + self.num_classes).flatten(1)  # (B, D)
-        h = self.token_embedding(tokens) + self.position_embedding
+        h = self.token_embedding(tokens)
         temb = F.silu(self.time_embedding(step))
         for block in self.blocks:
-            h = block(h, temb)
+            h = block(h, temb, self.rotary_cos, self.rotary_sin)
         logits = self.head(self.out_norm(h))  # (B, D, num_outputs)
         # float32 logits, as the U-Net's: a log-softmax in bf16 would lose the small probabilities.
         return logits.view(batch, *self.shape, self.num_outputs).float()
