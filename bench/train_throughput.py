@@ -25,18 +25,22 @@ import numpy as np
 import torch
 
 from ardm.device import choose_device
+from ardm.modality import IMAGE, TEXT
 from ardm.model import ARDM, ModelSpec, build_ardm
 from ardm.networks import get_preset
 from ardm.train import TrainConfig, train
 
-# (name, preset, image shape, K, branching, batch): the small presets on photo patches, then one
-# step of the paper's CIFAR-10 network at batch 8.
+# (name, preset, example shape, K, branching, batch, modality): the small presets on photo patches,
+# the text preset on sequences of 64 characters (configs/text.yaml, sweeps/text-demo.yaml), then
+# one step of the paper's CIFAR-10 network at batch 8.
 CASES = [
-    ("cpu-tiny photos:8 OA", "cpu-tiny", (3, 8, 8), 256, 256, 64),
-    ("cpu-small photos:8 OA", "cpu-small", (3, 8, 8), 256, 256, 64),
-    ("cpu-small photos:8 b=4", "cpu-small", (3, 8, 8), 256, 4, 64),
-    ("cpu-small photos:16 b=4", "cpu-small", (3, 16, 16), 256, 4, 32),
-    ("paper-cifar10 cifar b=4 (1 step)", "paper-cifar10", (3, 32, 32), 256, 4, 8),
+    ("cpu-tiny photos:8 OA", "cpu-tiny", (3, 8, 8), 256, 256, 64, IMAGE),
+    ("cpu-small photos:8 OA", "cpu-small", (3, 8, 8), 256, 256, 64, IMAGE),
+    ("cpu-small photos:8 b=4", "cpu-small", (3, 8, 8), 256, 4, 64, IMAGE),
+    ("cpu-small photos:16 b=4", "cpu-small", (3, 16, 16), 256, 4, 32, IMAGE),
+    ("cpu-text pydoc length 64 OA", "cpu-text", (1, 1, 64), 27, 27, 64, TEXT),
+    ("cpu-text pydoc length 64 b=3", "cpu-text", (1, 1, 64), 27, 3, 64, TEXT),
+    ("paper-cifar10 cifar b=4 (1 step)", "paper-cifar10", (3, 32, 32), 256, 4, 8, IMAGE),
 ]
 
 
@@ -54,10 +58,10 @@ def _timed(model: ARDM, images: np.ndarray, steps: int, batch: int, log_every: i
 
 
 def _measure(case: tuple, steps: int, device: str, queue: mp.Queue) -> None:
-    name, preset, shape, k, b, batch = case
+    name, preset, shape, k, b, batch, modality = case
     torch.manual_seed(0)
     spec = ModelSpec(shape=shape, num_classes=k, branching=b, parameterization="data",
-                     network=get_preset(preset).to_dict())
+                     network=get_preset(preset).to_dict(), modality=modality)
     model = build_ardm(spec)
     images = np.random.default_rng(0).integers(0, k, (256, *shape), dtype=np.uint8)
     big = preset == "paper-cifar10" and device == "cpu"
