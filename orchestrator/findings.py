@@ -95,9 +95,10 @@ def savings(row: dict, budgets: list[int]) -> list[Saving]:
             for b in budgets if row.get(f"bpd_budget_{b}") is not None]
 
 
-def findings(rows: list[dict], budgets: list[int]) -> list[str]:
+def findings(rows: list[dict], budgets: list[int], unit: str = "bpd") -> list[str]:
     """Short sentences: the best configuration per budget, the smallest budget within 1% and 5% of
-    each configuration's every-step bpd, and the optimal policy's saving in calls over the naive one."""
+    each configuration's every-step value, and the optimal policy's saving in calls over the naive
+    one; values in `unit` (bpd, or bpc for text)."""
     out = []
     finished = [r for r in rows if r["status"] == "finished"]
     best = best_per_budget(finished, budgets)
@@ -109,7 +110,7 @@ def findings(rows: list[dict], budgets: list[int]) -> list[str]:
         if r.get("bpd_all_steps") is not None:
             shown = ", ".join(f"{p}%: {'—' if c is None else f'{c} calls'}" for p, c in within.items())
             out.append(f"{r['configuration']}: smallest budget within 1% / 5% of its every-step "
-                       f"{r['bpd_all_steps']:.3f} bpd ({r['total_steps']} calls): {shown}.")
+                       f"{r['bpd_all_steps']:.3f} {unit} ({r['total_steps']} calls): {shown}.")
         saved = [s for s in savings(r, budgets) if s.ratio is not None and s.calls < r["total_steps"]]
         if saved:
             out.append(f"{r['configuration']}: the naive policy needs " + "; ".join(

@@ -328,7 +328,7 @@ def _markdown(report: Report, title: str, header: str) -> str:
     head, cells = _table(report)
     lines = [f"# {title}", "", header, "", f"![budget vs {report.unit}](budget_bpd.png)", "", *_md_table(head, cells),
              ""]
-    found = findings(report.rows, report.budgets)
+    found = findings(report.rows, report.budgets, report.unit)
     if found or report.notes:
         lines += ["## Findings", "", *[f"- {f}" for f in [*report.notes, *found]], ""]
     for heading, head, cells, _ in _sections(report):
@@ -364,7 +364,7 @@ def _samples(data: bytes, alt: str) -> str:
 def _html(report: Report, title: str, header: str, png: bytes) -> str:
     head, cells = _table(report)
     parts = [_html_table(head, cells, [r["status"] for r in report.rows], "report")]
-    found = findings(report.rows, report.budgets)
+    found = findings(report.rows, report.budgets, report.unit)
     if found or report.notes:
         items = "".join(f"<li>{html.escape(f)}</li>" for f in [*report.notes, *found])
         parts.append(f'<h2>Findings</h2><ul id="findings">{items}</ul>')
