@@ -157,7 +157,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
         order_images = load_dataset(train, "train").subset(args.order_images)[0]
         choice = choose_order(model, order_images, policy, args.orders, args.batch_size)
         scores = ", ".join(f"{seed}: {bpd:.4f}" for seed, bpd in choice.bpd.items())
-        print(f"order search on {len(order_images)} training images (bpd): {scores}")
+        modality = model.spec.modality
+        print(f"order search on {len(order_images)} training {examples_name(modality)} "
+              f"({unit_abbreviation(modality)}): {scores}")
         seed = choice.seed
     else:
         seed = args.order_seed
