@@ -1,7 +1,7 @@
 """How fast tracking calls fail when the MLflow server is not there: the timings the tests no longer assert.
 
-The tests check the mechanism (tests/test_tracking.py, tests/faults/test_tracking_outage.py: one
-connection attempt per check, 1 + FAIL_FAST_RETRIES per call during an outage, each with its
+The tests check the mechanism (tests/orchestrator/test_tracking.py, tests/faults/test_tracking_outage.py:
+one connection attempt per check, 1 + FAIL_FAST_RETRIES per call during an outage, each with its
 timeout); this measures what that costs in seconds, against the limits the tests used to assert:
 
     closed port      check_tracking(timeout=2) on a port nothing listens on (limit 3 s)

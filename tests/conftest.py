@@ -10,8 +10,19 @@ from ardm.data import load_dataset
 from ardm.model import ModelSpec, build_ardm
 from ardm.networks import get_preset
 from ardm.train import TrainConfig, train
+from tests.support.mlflow_server import mlflow_server  # noqa: F401  (session fixture: a real `mlflow server` process)
 
-from mlflow_server import mlflow_server  # noqa: F401  (session fixture: a real `mlflow server` process)
+# The markers a test gets from the session fixtures it uses, directly or through another fixture.
+FIXTURE_MARKERS = {"ray_cluster": "ray", "mlflow_server": "mlflow"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses `ray_cluster` with `ray` and every one that uses `mlflow_server` with
+    `mlflow`, so that `-m "not ray"` or `-m "not mlflow"` leaves out what starts those processes."""
+    for item in items:
+        for fixture, marker in FIXTURE_MARKERS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(marker)
 
 
 @pytest.fixture(autouse=True)

@@ -36,8 +36,7 @@ from ardm.run import model_spec
 from ardm.train import TrainConfig, train
 from orchestrator.cli import main
 from orchestrator.config import check_budgets_fit, check_data, load_sweep
-
-from fresh_cli import run_cli
+from tests.support.fresh_cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing listens, the connection is refused at once

@@ -20,8 +20,7 @@ from ardm.compression import (
     write_container,
 )
 from ardm.compression.coder import deterministic_torch, prepare_cuda_determinism
-
-from reference import tiny_ardm
+from tests.support.reference import tiny_ardm
 
 
 @pytest.fixture(scope="module")

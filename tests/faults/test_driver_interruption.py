@@ -16,8 +16,7 @@ import mlflow
 import pytest
 
 from orchestrator.cli import main
-
-from sweep_files import TINY, sweep_runs, write_sweep
+from tests.support.sweep_files import TINY, sweep_runs, write_sweep
 
 pytestmark = pytest.mark.slow
 

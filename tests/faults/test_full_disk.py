@@ -28,8 +28,7 @@ from ardm.storage import OutOfSpaceError, free_space
 from ardm.tables import StepTable
 from orchestrator.cli import main
 from orchestrator.tracking import SweepTracker, default_tracking_uri
-
-from fresh_cli import run_cli, with_file_size_limit
+from tests.support.fresh_cli import run_cli, with_file_size_limit
 
 ROOT = Path(__file__).resolve().parents[2]
 # Every file may hold 4 KiB: a run's config.yaml fits; a checkpoint (MBs), a table part of TABLE_ROWS

@@ -24,8 +24,7 @@ from ray.util.state import list_tasks, list_workers
 
 from orchestrator.config import PostprocessSection
 from orchestrator.postprocess import postprocess_checkpoint
-
-from reference import checkpoint_of
+from tests.support.reference import checkpoint_of
 
 pytestmark = pytest.mark.slow
 

@@ -3,7 +3,7 @@ too large, or a weight corrupted to inf). Training stops at once with NonFiniteL
 step and the reason (the loss and gradient norm it saw); `ardm train` says so in one line and exits
 with 1; the last checkpoint written before the fault is kept as written, loadable and finite.
 
-tests/test_train.py covers a NaN written into the weights from a logging callback; these inject the
+tests/ardm/test_train.py covers a NaN written into the weights from a logging callback; these inject the
 fault through the arithmetic itself, and check the kept checkpoint against the bytes written at its
 step and, for the CLI, against an uninterrupted run that stops at that step.
 """

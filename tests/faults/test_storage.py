@@ -5,7 +5,7 @@ through ardm.storage.write_atomic) and dataset shards are written under a tempor
 so whatever moment a writer dies at, a reader finds the previous complete version or nothing, never
 a truncated file; only dot-prefixed temporaries are left, and no reader picks them up.
 
-killed_writer.py does the killing in one subprocess (it forks the writers, so torch is imported once);
+tests/support/killed_writer.py does the killing in one subprocess (it forks the writers, so torch is imported once);
 these tests check what it saw after each kill, and what the folders hold at the end.
 """
 
@@ -21,23 +21,24 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from killed_writer import KINDS, TABLE_ROWS, shard_images
 
 from ardm.checkpoint import load_checkpoint, save_checkpoint
 from ardm.data import DataError, load_parquet_split
 from ardm.data.parquet import read_manifest
 from ardm.tables import StepTable
+from tests.support.killed_writer import KINDS, TABLE_ROWS, shard_images
 
 KILLS = 12
-HERE = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[2]
+KILLED_WRITER = ROOT / "tests" / "support" / "killed_writer.py"
 
 
 @pytest.fixture(scope="module")
 def killed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, list[dict]]]:
     """(folder, each kind's kill reports) of one run of killed_writer.py."""
     folder = tmp_path_factory.mktemp("killed")
-    done = subprocess.run([sys.executable, str(HERE / "killed_writer.py"), str(folder), str(KILLS), "0"],
-                          capture_output=True, text=True, timeout=300, cwd=HERE.parents[1])
+    done = subprocess.run([sys.executable, str(KILLED_WRITER), str(folder), str(KILLS), "0"],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     reports: dict[str, list[dict]] = {kind: [] for kind in KINDS}
     for line in done.stdout.splitlines():

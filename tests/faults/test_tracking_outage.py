@@ -3,7 +3,7 @@
 Training must not notice: tracking calls return at once and wait in the sweep's outbox, with one
 warning, and reach the server with their original steps and timestamps when it is back (delivered
 by the tracker itself, or by `ardm sync` when the run's processes ended before the server returned).
-The server at start being unreachable is the other half of this fault: tests/test_sweep.py.
+The server at start being unreachable is the other half of this fault: tests/orchestrator/test_sweep.py.
 
 Nothing here is timed or slept: "returns at once" is checked as what makes it true (during an outage
 a call makes at most one fail-fast request, 1 + FAIL_FAST_RETRIES connection attempts each with
@@ -35,9 +35,8 @@ from orchestrator.tracking import SweepTracker
 from orchestrator.tracking.outbox import FAIL_FAST_RETRIES, FAIL_FAST_TIMEOUT_S, Outbox
 from orchestrator.tracking.sync import run_sync
 from orchestrator.worker import _MetricsToMlflow
-
-from connections import connection_attempts
-from mlflow_server import MlflowServer
+from tests.support.connections import connection_attempts
+from tests.support.mlflow_server import MlflowServer
 
 # What a call that tries the dead server costs: one request, retried FAIL_FAST_RETRIES times (MLflow alone would
 # retry 7 times with backoff, for minutes).
@@ -89,6 +88,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     return clock
 
 
+@pytest.mark.mlflow  # the module's own `mlflow server` (the `server` fixture)
 def test_outage_mid_run_keeps_calls_and_delivers_them_when_the_server_returns(
     up: MlflowServer, tmp_path: Path, caplog: pytest.LogCaptureFixture, clock: Clock,
     monkeypatch: pytest.MonkeyPatch
@@ -135,6 +135,7 @@ def test_outage_mid_run_keeps_calls_and_delivers_them_when_the_server_returns(
     assert client.get_run(run).data.tags["ardm.note"] == "kept"
 
 
+@pytest.mark.mlflow  # the module's own `mlflow server` (the `server` fixture)
 def test_ardm_sync_delivers_what_the_workers_kept_when_the_server_did_not_return(
     up: MlflowServer, tmp_path: Path, capsys: pytest.CaptureFixture, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -187,6 +188,7 @@ def test_ardm_sync_delivers_what_the_workers_kept_when_the_server_did_not_return
     assert run_sync(args) == 0 and "nothing to deliver" in capsys.readouterr().out
 
 
+@pytest.mark.mlflow  # the module's own `mlflow server` (the `server` fixture)
 def test_refused_calls_are_set_aside_and_an_unknown_run_stays(
     up: MlflowServer, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -214,6 +216,7 @@ def test_refused_calls_are_set_aside_and_an_unknown_run_stays(
     assert finished.info.status == "FINISHED" and finished.data.metrics == {"loss": 1.0}
 
 
+@pytest.mark.mlflow  # the module's own `mlflow server` (the `server` fixture)
 def test_a_retried_trial_gets_its_kept_calls_before_it_is_reopened(up: MlflowServer, tmp_path: Path) -> None:
     """The end status kept from a failed attempt lands before the retry reopens the run, not after it."""
     tracker = SweepTracker(up.uri, "outage", outbox=tmp_path / "outbox")

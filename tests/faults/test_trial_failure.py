@@ -9,8 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from orchestrator.cli import main
-
-from sweep_files import TINY, sweep_runs, write_sweep
+from tests.support.sweep_files import TINY, sweep_runs, write_sweep
 
 pytestmark = pytest.mark.slow
 

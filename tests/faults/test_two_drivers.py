@@ -25,8 +25,7 @@ import yaml
 from orchestrator.cli import main
 from orchestrator.layout import lock_path
 from orchestrator.lock import SweepBusyError, acquire
-
-from sweep_files import TINY, write_sweep
+from tests.support.sweep_files import TINY, write_sweep
 
 HOLD = ("import sys; from orchestrator.lock import acquire; lock = acquire(sys.argv[1], sys.argv[2]); "
         "print('held', flush=True); sys.stdin.read()")

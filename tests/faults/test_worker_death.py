@@ -17,8 +17,7 @@ from ray.util.state import list_actors
 
 from ardm.checkpoint import load_checkpoint
 from orchestrator.cli import main
-
-from sweep_files import TINY, sweep_runs, write_sweep
+from tests.support.sweep_files import TINY, sweep_runs, write_sweep
 
 pytestmark = pytest.mark.slow
 

@@ -27,8 +27,7 @@ from ardm.sampling import sample
 from ardm.tables import StepTable, estimate_step_table
 from orchestrator.cli import main
 from orchestrator.config import SweepConfig, check_budgets_fit, load_sweep, resolve
-
-from reference import checkpoint_of
+from tests.support.reference import checkpoint_of
 
 BUDGETS = [1, 2, 4, 8, 16, 32, 64]
 
@@ -235,7 +234,7 @@ def test_budget_specs_resolve_to_total_calls():
 def test_cifar_sweep_states_its_budgets_per_stage_as_the_paper_does():
     """sweeps/cifar.yaml loads, and its budgets resolve per stage for every branching factor it sweeps:
     the Upscale-4 trial compresses at 4 x 100 and 4 x 500 calls, as in the paper's compression table."""
-    sweep = load_sweep(Path(__file__).parents[1] / "sweeps" / "cifar.yaml")
+    sweep = load_sweep(Path(__file__).parents[2] / "sweeps" / "cifar.yaml")
     check_budgets_fit(sweep, (3, 32, 32), 256)
     upscale4 = build(SweepConfig, resolve(sweep.raw, {("model", "branching"): 4}))
     assert upscale4.postprocess.resolve_compression_budgets(4, 4 * 3072) == [400, 2000]

@@ -8,8 +8,7 @@ import torch
 
 from ardm.model import unwrap
 from ardm.objective import ardm_loss, sample_orders, sample_steps
-
-from reference import exact_nelbo_bits, num_stages, tiny_ardm
+from tests.support.reference import exact_nelbo_bits, num_stages, tiny_ardm
 
 CASES = [(3, 3, "data"), (3, 2, "data"), (3, 2, "direct"), (5, 2, "data"), (5, 2, "direct"), (4, 2, "direct"),
          (5, 3, "data")]

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from ardm.checkpoint import save_checkpoint
-from ardm.model import ARDM, ModelSpec
+from ardm.model import ARDM, ModelSpec, build_ardm
+from ardm.networks import get_preset
 
 
 class TinyNet(nn.Module):
@@ -72,6 +73,20 @@ def tiny_ardm(k: int, b: int, param: str, shape=(1, 1, 3), net: str = "tiny", se
     outputs = k if param == "data" else min(b, k)
     network = TinyNet(shape, k, s, outputs) if net == "tiny" else TableNet(shape, outputs)
     return ARDM(network, ModelSpec(shape=shape, num_classes=k, branching=b, parameterization=param, network={}))
+
+
+def unet_model(shape, k: int, b: int, seed: int = 0):
+    """An untrained cpu-tiny U-Net ARDM whose zero-initialised layers (residual branches, head) are
+    made random, so that its distributions are far from uniform."""
+    spec = ModelSpec(shape=shape, num_classes=k, branching=b, parameterization="data",
+                     network=get_preset("cpu-tiny").to_dict())
+    torch.manual_seed(seed)
+    model = build_ardm(spec)
+    with torch.no_grad():
+        for p in model.parameters():
+            if not p.any():
+                p.normal_(0, 0.2)
+    return model.eval()
 
 
 def coarse_int(v: int, level: int, k: int, b: int) -> int:

@@ -1,6 +1,6 @@
-"""Helper of test_storage.py, run as a script (not a test): writers SIGKILLed in the middle of a write.
+"""Helper of tests/faults/test_storage.py, run as a script (not a test): writers SIGKILLed in the middle of a write.
 
-    python killed_writer.py FOLDER KILLS SEED
+    python tests/support/killed_writer.py FOLDER KILLS SEED
 
 For each kind of file in KINDS, KILLS times: fork a child that writes the file over and over
 through the library's own writer, announcing on a pipe where each write starts (".") and ends

@@ -1,6 +1,6 @@
 """Pytest fixture `mlflow_server`: a real `mlflow server` on 127.0.0.1 for the whole test session.
 
-Import it into a conftest (`from mlflow_server import mlflow_server  # noqa: F401`). The server uses
+Import it into a conftest (`from tests.support.mlflow_server import mlflow_server  # noqa: F401`). The server uses
 a SQLite backend and proxies artifacts into a temporary folder, like the cluster setup, so tests see
 the REST store and the artifact proxy rather than MLflow's in-process shortcuts. It starts once per
 session (about ten seconds on two cores) and is stopped, with all its processes, at the end.

@@ -5,8 +5,7 @@ import pytest
 
 from ardm.data import convert_dataset
 from orchestrator.tables import distributed_step_table, step_ranges
-
-from reference import checkpoint_of
+from tests.support.reference import checkpoint_of
 
 pytestmark = pytest.mark.slow
 

@@ -7,8 +7,14 @@ import pytest
 import torch
 
 from ardm.evaluate import estimate_nelbo, exact_likelihood, measure_policy
-
-from reference import coarse_int, digit_probs_reference, exact_nelbo_bits, exact_nll_bits, num_stages, tiny_ardm
+from tests.support.reference import (
+    coarse_int,
+    digit_probs_reference,
+    exact_nelbo_bits,
+    exact_nll_bits,
+    num_stages,
+    tiny_ardm,
+)
 
 
 @pytest.mark.parametrize(("k", "b", "param"), [(5, 5, "data"), (5, 2, "data"), (5, 2, "direct")])

@@ -9,8 +9,7 @@ import torch
 
 from ardm.images import save_grid
 from ardm.sampling import sample
-
-from reference import coarse_int, digit_probs_reference, num_stages, stage_bits, tiny_ardm
+from tests.support.reference import coarse_int, digit_probs_reference, num_stages, stage_bits, tiny_ardm
 
 # Chi-square critical values at p = 0.001.
 CHI2_999 = {8: 26.12, 24: 51.18}

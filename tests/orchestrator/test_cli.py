@@ -14,7 +14,7 @@ from orchestrator.cli import main, parser
 from orchestrator.config import PostprocessSection
 from orchestrator.options import field_values
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--set", "data=digits", "--set", "model.preset=cpu-tiny", "--set", "train.steps=6",
         "--set", "train.batch_size=8", "--set", "train.checkpoint_every=3", "--set", "eval.max_images=20",
         "--set", "eval.sample_grid=4", "--set", "model.branching=4"]

@@ -9,8 +9,7 @@ from ardm.tables import StepTable
 from orchestrator.cli import main
 from orchestrator.config import CompressionSection, PostprocessSection
 from orchestrator.postprocess import postprocess_checkpoint
-
-from reference import checkpoint_of
+from tests.support.reference import checkpoint_of
 
 pytestmark = pytest.mark.slow
 

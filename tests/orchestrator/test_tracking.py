@@ -31,8 +31,7 @@ from orchestrator.tracking import (
 )
 from orchestrator.tracking.sync import sync_outbox
 from orchestrator.tracking.tracker import MAX_REASON_LENGTH
-
-from connections import connection_attempts
+from tests.support.connections import connection_attempts
 
 CONFIG = {
     "data": "digits",

@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from ardm.upscale import Upscaler, num_stages_for
-
-from reference import coarse_int
+from tests.support.reference import coarse_int
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Helper of test_bad_input.py and test_full_disk.py (not a test): `ardm ARGV` run in the calling
+"""Helper of tests/faults/test_bad_input.py and test_full_disk.py (not a test): `ardm ARGV` run in the calling
 process, meant to be a fresh one (a fork of a forkserver that imported the CLI but never touched Ray),
 and a file-size limit for such a process.
 

@@ -11,7 +11,7 @@ from ardm.config import load_config
 from ardm.data.text import ALPHABET
 from orchestrator.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHORT = ["--set", "data=pydoc?length=16", "--set", "train.steps=4", "--set", "train.batch_size=8",
          "--set", "train.checkpoint_every=4", "--set", "eval.max_images=16", "--set", "eval.sample_grid=3",
          "--set", "model.network.num_layers=1"]

@@ -16,8 +16,7 @@ from ardm.checkpoint import load_model
 from ardm.data import load_dataset
 from ardm.evaluate import estimate_nelbo, measure_policy, paired_difference
 from orchestrator.cli import main
-
-from sweep_files import TINY, sweep_runs, write_sweep
+from tests.support.sweep_files import TINY, sweep_runs, write_sweep
 
 pytestmark = pytest.mark.slow
 

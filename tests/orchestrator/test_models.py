@@ -9,8 +9,7 @@ from orchestrator.cli import main
 from orchestrator.models import local_checkpoint, log_trial_model
 from orchestrator.names import MODEL_ID_TAG
 from orchestrator.tracking import SweepTracker, default_tracking_uri
-
-from reference import checkpoint_of
+from tests.support.reference import checkpoint_of
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,7 @@ from ardm.run import model_spec
 from ardm.sampling import sample
 from ardm.tables import estimate_step_table
 from ardm.train import TrainConfig, train
-
-from reference import exact_nelbo_bits
+from tests.support.reference import exact_nelbo_bits
 
 TINY = TransformerConfig(num_layers=1, width=16, num_heads=2, mlp_ratio=2, time_embedding_dim=16)
 DATA = "pydoc?length=16"

@@ -8,8 +8,7 @@ import torch
 
 from ardm.evaluate import estimate_nelbo
 from ardm.tables import StepTable, estimate_step_table
-
-from reference import coarse_int, digit_probs_reference, num_stages, tiny_ardm
+from tests.support.reference import coarse_int, digit_probs_reference, num_stages, tiny_ardm
 
 
 def test_table_matches_exact_step_components_of_a_tiny_model():

@@ -17,7 +17,7 @@ import pytest
 from orchestrator import forward, submit
 from orchestrator.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "cluster.yaml"
 DEMO_SWEEP = ROOT / "sweeps" / "demo.yaml"
 

@@ -18,8 +18,7 @@ from ardm.objective import ardm_loss, sample_orders, sample_steps
 from ardm.train import _Batches, step_seed, train
 from orchestrator.config import SweepConfig
 from orchestrator.worker import rank_setup
-
-from sweep_files import TINY
+from tests.support.sweep_files import TINY
 
 STEPS, BATCH, ROWS_PER_SHARD = 3, 8, 400
 # grad_clip below the gradient norm, so that every step clips (the norm of the averaged gradient).

@@ -9,8 +9,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from orchestrator.cli import main
 from orchestrator.config import load_sweep, trial_label
 from orchestrator.variants import trial_configs
-
-from sweep_files import TINY, write_sweep
+from tests.support.sweep_files import TINY, write_sweep
 
 # A grid, a choice and a uniform, repeated 3 times: 6 trials, each with its own draws.
 SEARCHED = {

@@ -1,0 +1,1 @@
+"""Tests of the ardm library, one file per module (or subpackage) under test."""

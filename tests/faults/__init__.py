@@ -1,0 +1,1 @@
+"""Faults caused for real: killed processes, full disks, bad input, outages."""

@@ -1,0 +1,1 @@
+"""Tests of the orchestrator (commands, sweeps on Ray, tracking), one file per module under test."""
