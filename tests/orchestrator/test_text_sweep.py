@@ -11,10 +11,9 @@ from ardm.data.text import ALPHABET
 from orchestrator import names
 from orchestrator.cli import main
 from orchestrator.config import SweepConfig, check_budgets_fit, load_sweep, resolve
+from tests.support.sweep_files import sweep_runs, write_sweep
 
-from sweep_files import sweep_runs, write_sweep
-
-SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
+SWEEPS = Path(__file__).resolve().parents[2] / "sweeps"
 
 
 def test_text_sweep_files_load_and_their_budgets_fit():
