@@ -7,6 +7,7 @@ import http.server
 import re
 import socket
 import threading
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 
 from ardm.data import DataError, download, fetch, load_dataset, parse_spec, write_cifar10_archive
 from ardm.data.download import SOURCES, Source, cache_dir, source_url
+from ardm.data.text import decode_text
 from ardm.progress import PlainProgress
 
 
@@ -250,3 +252,39 @@ def test_bad_split_or_option_downloads_nothing(server, cache, monkeypatch):
     with pytest.raises(DataError, match="option download='yes' must be 0 or 1"):
         load_dataset("cifar10?download=yes", "test")
     assert server.requests == [] and not cache.exists()
+
+
+def _text8_body(tmp_path: Path) -> tuple[bytes, str, str]:
+    """(bytes, md5, text) of a small text8.zip in the official layout: one member `text8`, one line."""
+    text = ("anarchism originated as a term of abuse first used against early working class radicals " * 40)[:3000]
+    path = tmp_path / "built" / "text8.zip"
+    path.parent.mkdir(exist_ok=True)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("text8", text)
+    return path.read_bytes(), hashlib.md5(path.read_bytes()).hexdigest(), text
+
+
+def test_text8_without_path_downloads_once_into_the_cache(server, cache, monkeypatch, tmp_path, capsys):
+    body, md5, text = _text8_body(tmp_path)
+    server.files["/text8.zip"] = body
+    monkeypatch.setitem(SOURCES, "text8", Source(f"{server.base}/text8.zip", md5, "text8.zip"))
+    test = load_dataset("text8?length=50", "test")
+    assert "download text8.zip" in capsys.readouterr().err
+    assert test.modality == "text" and decode_text(test.images) == text[2850:]  # the last 5%
+    assert _files(cache) == ["text8.zip"] and (cache / "text8.zip").read_bytes() == body
+    assert load_dataset("text8?length=50", "train").images.shape == (54, 1, 1, 50)  # the first 90%
+    assert server.requests == ["/text8.zip"]
+
+
+def test_text8_download_option_with_a_path_and_a_corrupt_download(server, cache, monkeypatch, tmp_path):
+    body, md5, text = _text8_body(tmp_path)
+    server.files["/text8.zip"] = body
+    monkeypatch.setenv("ARDM_MIRROR", server.base)
+    folder = tmp_path / "data"
+    spec = f"text8:{folder}?download=1&md5={md5}&length=100"
+    assert decode_text(load_dataset(spec, "train").images) == text[:2700]
+    assert _files(folder) == ["text8.zip"] and not cache.exists()
+    server.files["/text8.zip"] = body[:-10] + b"0" * 10  # a corrupt copy: one line, no file left
+    with pytest.raises(DataError, match="md5 mismatch") as info:
+        load_dataset(f"text8:{tmp_path / 'other'}?download=1&md5={md5}", "train")
+    assert "\n" not in str(info.value) and _files(tmp_path / "other") == []
