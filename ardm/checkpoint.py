@@ -12,6 +12,7 @@ import torch
 
 from ardm.data import ImageDataset, load_dataset
 from ardm.data.spec import KIND_OPTIONS, parse_spec
+from ardm.modality import examples_name
 from ardm.model import ARDM, ModelSpec, build_ardm
 from ardm.storage import is_uri, read_file, space_for
 
@@ -109,13 +110,15 @@ def check_same_model(payload: dict, spec: ModelSpec, path: str | Path) -> None:
 
 
 def check_data_fits(spec: ModelSpec, shape: tuple[int, ...], num_classes: int, data: str) -> None:
-    """Refuse data whose image shape (C, H, W) or number of classes K differs from the model's."""
+    """Refuse data whose example shape (C, H, W; 1 x 1 x L for text) or number of classes K differs
+    from the model's; the message names the examples as the model's modality does (images, sequences)."""
     if tuple(shape) != tuple(spec.shape) or num_classes != spec.num_classes:
         hint = ""
         if num_classes != spec.num_classes and "k" in KIND_OPTIONS[parse_spec(data).kind]:
             hint = f"; if the data has K={spec.num_classes} classes, say so in its spec with ?k={spec.num_classes}"
         raise CheckpointError(
-            f"{data}: images are {'x'.join(map(str, shape))} with K={num_classes}, the checkpoint's model is for "
+            f"{data}: {examples_name(spec.modality)} are {'x'.join(map(str, shape))} with K={num_classes}, the "
+            f"checkpoint's model is for "
             f"{'x'.join(map(str, spec.shape))} with K={spec.num_classes}{hint}"
         )
 
