@@ -13,9 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from ardm.checkpoint import load_model
+from ardm.config import build
 from ardm.data import load_dataset
 from ardm.evaluate import estimate_nelbo, measure_policy, paired_difference
 from orchestrator.cli import main
+from orchestrator.config import SweepConfig
+from orchestrator.sweep import max_concurrent_trials
 from tests.support.sweep_files import TINY, sweep_runs, write_sweep
 
 pytestmark = pytest.mark.slow
@@ -200,3 +203,20 @@ def test_eta_is_the_time_left_at_this_runs_pace(monkeypatch):
     assert eta(200) == "?"  # a resumed run's pace starts at its first log
     assert eta(300) == "0:03:30"  # 100 steps in 30 s, 700 left
     assert eta(1000) == "0:00:00"
+
+
+def test_concurrent_trials_are_derived_from_the_clusters_resources(ray_cluster):
+    """Without max_concurrent_trials, as many trials as the cluster's CPUs (and GPUs) hold: the
+    session's cluster has 2 x 3 CPUs and no GPU; each trial takes its workers' CPUs plus a token
+    share for its driver. A set value wins; a trial that needs a GPU runs one at a time here."""
+    def concurrent(**sections) -> int:
+        raw = {**TINY, **{k: {**TINY.get(k, {}), **v} for k, v in sections.items()}}
+        raw["model"] = {**raw["model"], "branching": 4}
+        return max_concurrent_trials(build(SweepConfig, raw))
+
+    assert concurrent(resources={"workers_per_trial": 2, "cpus_per_worker": 1}) == 2  # 6 // 2.01
+    assert concurrent(resources={"workers_per_trial": 1, "cpus_per_worker": 1}) == 5  # 6 // 1.01
+    assert concurrent(resources={"workers_per_trial": 1, "cpus_per_worker": 3}) == 1
+    assert concurrent(resources={"workers_per_trial": 1, "cpus_per_worker": 1},
+                      sweep={"max_concurrent_trials": 7}) == 7
+    assert concurrent(resources={"workers_per_trial": 1, "cpus_per_worker": 1, "gpus_per_worker": 1}) == 1
