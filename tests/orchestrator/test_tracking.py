@@ -414,7 +414,8 @@ def test_trial_data_as_mlflow_dataset_inputs(sqlite_uri: str, tmp_path: Path) ->
     train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
     for dataset, split in ((by_context["training"], train), (by_context["testing"], test)):
         assert dataset.name == "digits" and len(dataset.digest) == 16
-        assert json.loads(dataset.profile) == {"num_rows": len(split.images), "shape": [1, 8, 8], "num_classes": 17}
+        assert json.loads(dataset.profile) == {"num_rows": len(split.images), "shape": [1, 8, 8], "num_classes": 17,
+                                                  "modality": "image"}
     assert by_context["training"].digest != by_context["testing"].digest
     # The digest follows the content: the same data converted again has the same digest.
     convert_dataset("digits", str(tmp_path / "again"), 500)
