@@ -20,14 +20,15 @@ from tests.support.sweep_files import TINY, sweep_runs, write_sweep
 
 pytestmark = pytest.mark.slow
 
-STEPS, EVERY = 120, 40
+STEPS, EVERY = 60, 20
 SEQUENTIAL = {
     **TINY,
     "sweep": {"max_concurrent_trials": 1},
     "train": {"steps": STEPS, "batch_size": 32, "checkpoint_every": EVERY, "log_every": 20, "learning_rate": 0.002,
               "ema_decay": 0.9},
     "resources": {"workers_per_trial": 1, "cpus_per_worker": 1},
-    "postprocess": {**TINY["postprocess"], "budgets": [3, "full"]},
+    "eval": {"samples_per_image": 1, "max_images": 16},
+    "postprocess": {**TINY["postprocess"], "budgets": [3, "full"], "table_ranges": 1, "sample_grid": 0},
 }
 
 

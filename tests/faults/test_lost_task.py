@@ -29,8 +29,8 @@ from tests.support.reference import checkpoint_of
 pytestmark = pytest.mark.slow
 
 # Enough work per task (seconds of CPU each) that the task outlives many of the killer's polls.
-SETTINGS = PostprocessSection(budgets=(4, 16, "full"), table_samples_per_step=48, table_ranges=2, steps_per_call=8,
-                              max_images=120, orders_per_image=2, sample_grid=4)
+SETTINGS = PostprocessSection(budgets=(4, 16, "full"), table_samples_per_step=24, table_ranges=2, steps_per_call=8,
+                              max_images=64, orders_per_image=2, sample_grid=4)
 POLL_S = 0.02  # the killer's pace: a task runs for far longer than this
 STATE_TIMEOUT_S = 300.0  # a safety net for the state API to catch up, not a timing that matters
 

@@ -21,7 +21,7 @@ from tests.support.sweep_files import TINY, sweep_runs, write_sweep
 
 pytestmark = pytest.mark.slow
 
-STEPS, EVERY = 240, 40
+STEPS, EVERY = 120, 30
 TWINS = {
     **TINY,
     "sweep": {"num_samples": 2, "max_concurrent_trials": 2},

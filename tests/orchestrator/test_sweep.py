@@ -29,7 +29,8 @@ REPORT_ARTIFACTS = {"report.html", "report.md", "report.parquet", "budget_bpd.pn
 
 
 def test_tiny_sweep_tracks_parent_and_nested_runs(ray_cluster, mlflow_server, tmp_path, capsys):
-    path = write_sweep(tmp_path, "tiny-sweep", TINY, mlflow_server)
+    # With the default tracking settings (system metrics on), as a user's sweep runs.
+    path = write_sweep(tmp_path, "tiny-sweep", {**TINY, "tracking": {}}, mlflow_server)
     assert main(["sweep", str(path)]) == 0
     summary = capsys.readouterr().out
     assert len(re.findall(r"test \d\.\d+ ± \d\.\d+ bpd\n", summary)) == 2

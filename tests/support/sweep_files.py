@@ -17,12 +17,14 @@ TINY = {
     "failure": {"train_max_failures": 1, "trial_max_failures": 0},
     "postprocess": {"budgets": [3, 8, "full"], "table_samples_per_step": 2, "table_ranges": 2, "steps_per_call": 8,
                     "max_images": 16, "sample_grid": 4},
+    # No machine sampling: a test trial lasts seconds, and the integration sweep turns it on to check it.
+    "tracking": {"system_metrics_interval_s": 0},
 }
 
 
 def write_sweep(tmp_path: Path, name: str, config: dict, tracking: str) -> Path:
     """Write `config` as sweep `name` into tmp_path, tracked at `tracking`, stored under tmp_path/storage."""
-    config = {**config, "sweep": {**config.get("sweep", {}), "name": name}, "tracking": {"uri": tracking},
+    config = {**config, "sweep": {**config.get("sweep", {}), "name": name}, "tracking": {**config.get("tracking", {}), "uri": tracking},
               "storage": {"path": str(tmp_path / "storage")}}
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
