@@ -81,7 +81,7 @@ def _kill_one_running(name: str, killed: list[int], stop: threading.Event) -> No
         stop.wait(POLL_S)
 
 
-def _attempts(name: str, since_ms: float, lost_pid: int) -> tuple[list, set[str]]:
+def _attempts(address: str, name: str, since_ms: float, lost_pid: int) -> tuple[list, set[str]]:
     """(every attempt of the tasks called `name` created after `since_ms`, the ids of the tasks whose
     attempt the worker `lost_pid` was running), once the state API has caught up (its events arrive
     with a delay): the lost attempt is listed and every task has finished; or after STATE_TIMEOUT_S.
@@ -90,8 +90,9 @@ def _attempts(name: str, since_ms: float, lost_pid: int) -> tuple[list, set[str]
     by the worker's id, which Ray's worker table gives for the pid."""
     deadline = time.monotonic() + STATE_TIMEOUT_S
     while True:
-        workers = {w.worker_id for w in list_workers(filters=[("pid", "=", str(lost_pid))], detail=True)}
-        attempts = [a for a in list_tasks(filters=[("name", "=", name)], limit=1000, detail=True)
+        workers = {w.worker_id for w in list_workers(address, filters=[("pid", "=", str(lost_pid))], detail=True)}
+        attempts = [a for a in list_tasks(address, filters=[("name", "=", name)], limit=1000,
+                                              detail=True)
                     if (a.creation_time_ms or 0) >= since_ms]
         lost = {a.task_id for a in attempts if a.state == "FAILED" and a.worker_id in workers}
         finished = {a.task_id for a in attempts if a.state == "FINISHED"}
@@ -110,7 +111,7 @@ def undisturbed(ray_cluster, trained_digits, tmp_path_factory):
 
 
 @pytest.mark.parametrize("task", ["_table_range", "_measure_budget"])
-def test_a_killed_task_is_retried_and_changes_no_number(undisturbed, task, tmp_path):
+def test_a_killed_task_is_retried_and_changes_no_number(ray_cluster, undisturbed, task, tmp_path):
     ckpt, expected = undisturbed
     killed, stop = [], threading.Event()
     killer = threading.Thread(target=_kill_one_running, args=(task, killed, stop))
@@ -122,7 +123,7 @@ def test_a_killed_task_is_retried_and_changes_no_number(undisturbed, task, tmp_p
         stop.set()
         killer.join()
     assert killed, f"no {task} task was seen running"
-    attempts, lost = _attempts(task, since_ms, killed[0])
+    attempts, lost = _attempts(ray_cluster.address, task, since_ms, killed[0])
     assert lost, f"no running {task} task was hit: {[(a.attempt_number, a.state, a.worker_id) for a in attempts]}"
     for task_id in lost:
         assert any(a.task_id == task_id and a.state == "FINISHED" for a in attempts), "a lost task was not retried"

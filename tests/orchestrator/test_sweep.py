@@ -74,7 +74,8 @@ def test_tiny_sweep_tracks_parent_and_nested_runs(ray_cluster, mlflow_server, tm
     # Each trial's 2 workers needed more CPUs than one node has free: both nodes were used.
     from ray.util.state import list_actors
 
-    nodes = {a.node_id for a in list_actors(filters=[("class_name", "=", "RayTrainWorker")], limit=1000)}
+    workers = list_actors(ray_cluster.address, filters=[("class_name", "=", "RayTrainWorker")], limit=1000)
+    nodes = {a.node_id for a in workers}
     assert len(nodes) == 2
     # Resuming a finished sweep re-runs nothing and reuses the parent run.
     assert main(["sweep", str(path), "--resume"]) == 0

@@ -24,7 +24,8 @@ TINY = {
 
 def write_sweep(tmp_path: Path, name: str, config: dict, tracking: str) -> Path:
     """Write `config` as sweep `name` into tmp_path, tracked at `tracking`, stored under tmp_path/storage."""
-    config = {**config, "sweep": {**config.get("sweep", {}), "name": name}, "tracking": {**config.get("tracking", {}), "uri": tracking},
+    config = {**config, "sweep": {**config.get("sweep", {}), "name": name},
+              "tracking": {**config.get("tracking", {}), "uri": tracking},
               "storage": {"path": str(tmp_path / "storage")}}
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
