@@ -1,8 +1,10 @@
-"""Fault: credentials in the environment. A sweep runs with cloud keys, tokens and passwords set in
-its driver's environment and, through the job's runtime environment, in every Ray worker's (as
-cluster.yaml's exports and `ardm submit` put them there); none of them may reach what the sweep and
-the tracking store write: the sweep's storage (Tune's state, checkpoints, post-processing, the
-tracking outbox, the report) and the MLflow server's database and artifacts.
+"""Fault: credentials in the environment, in a sweep started the way `ray submit` starts it on a
+cluster (and the way cluster.yaml exports its variables there): the sweep file copied alone into a
+home folder and run as `python FILE.yaml --set ...` through the installed launcher, with cloud keys,
+tokens and passwords in its driver's environment and, through the job's runtime environment, in
+every Ray worker's. The sweep runs with the overrides, and none of the values may reach what the
+sweep and the tracking store write: the sweep's storage (Tune's state, checkpoints,
+post-processing, the tracking outbox, the report) and the MLflow server's database and artifacts.
 
 The tracking URI comes from MLFLOW_TRACKING_URI with a password in it, as a server behind basic auth
 or a database backend is named: before the fix that password was written to sweep.json and to the
@@ -28,6 +30,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from orchestrator.launcher import install_launcher
 from tests.support.sweep_files import TINY, sweep_runs, write_sweep
 
 pytestmark = pytest.mark.slow
@@ -38,8 +41,6 @@ SECRET_VARIABLES = [
     "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "DATABRICKS_TOKEN",
     "PGPASSWORD", "ARDM_DB_PASSWORD",
 ]
-# One trial, post-processing on but small.
-ONE_TRIAL = {**TINY, "model": {**TINY["model"], "branching": 4}}
 
 
 def _contents(path: Path) -> Iterator[tuple[str, bytes]]:
@@ -70,11 +71,16 @@ def _leaks(folders: list[Path], secrets: dict[str, str]) -> list[str]:
     return found
 
 
-def test_no_credentials_reach_tracking_state_or_report(ray_cluster, mlflow_server, tmp_path, tmp_path_factory):
+def test_a_submitted_sweep_writes_no_credentials(ray_cluster, mlflow_server, tmp_path, tmp_path_factory):
     secrets = {name: f"ardm-canary-{name.lower()}-{uuid.uuid4().hex}" for name in [*SECRET_VARIABLES, "URI_PASSWORD"]}
     name = "secrets"
-    path = write_sweep(tmp_path, name, ONE_TRIAL, mlflow_server)
-    path.write_text(yaml.safe_dump({k: v for k, v in yaml.safe_load(path.read_text()).items() if k != "tracking"}))
+    written = write_sweep(tmp_path, name, TINY, mlflow_server)
+    home = tmp_path / "home"  # `ray submit` copies the file alone to the head's home folder
+    home.mkdir()
+    (home / written.name).write_text(yaml.safe_dump({k: v for k, v in yaml.safe_load(written.read_text()).items()
+                                                     if k != "tracking"}))
+    written.unlink()
+    install_launcher()
     # The tracking URI comes from the environment:
     # the server's, with a password in it, as a server behind basic auth or a database backend is named
     variables = {**{k: v for k, v in secrets.items() if k != "URI_PASSWORD"},
@@ -82,11 +88,15 @@ def test_no_credentials_reach_tracking_state_or_report(ray_cluster, mlflow_serve
     env = {**os.environ, **variables, "RAY_ADDRESS": ray_cluster.address,
            # the job's runtime environment, as `ray job submit` passes it: every worker gets the secrets too
            "RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps({"runtime_env": {"env_vars": variables}})}
-    driver = subprocess.run([sys.executable, "-m", "orchestrator.cli", "sweep", str(path)], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
+    driver = subprocess.run([sys.executable, written.name, "--set", "model.branching=4", "--set", "train.steps=2",
+                             "--set", "train.log_every=1"],
+                            cwd=home, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            timeout=900)
     assert driver.returncode == 0, driver.stdout[-3000:]
     _, parents, trials = sweep_runs(mlflow_server, name)
     assert len(parents) == 1 and [r.info.status for r in trials] == ["FINISHED"]
+    # One trial, as the overrides say (the file's grid has two), post-processing on but small.
+    assert trials[0].data.params["model.branching"] == "4" and trials[0].data.params["train.steps"] == "2"
     storage = tmp_path / "storage" / name
     assert (storage / "report").is_dir() and (storage / "tune").is_dir()
     # The session's MLflow server keeps its database and artifacts in its own tmp folder.

@@ -2,11 +2,7 @@
 
 import json
 import math
-import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -164,28 +160,6 @@ def _check_report(client, parent, children, folder, summary):
     for r in children:
         cell = f"{rows[r.info.run_id]['bpd_budget_8']:.3f} ± {rows[r.info.run_id]['bpd_budget_8_stderr']:.3f}"
         assert cell in text and f"<td>{cell}</td>" in html
-
-
-def test_sweep_file_runs_as_ray_submit_runs_it(ray_cluster, mlflow_server, tmp_path):
-    """`ray submit` copies the file alone to the head's home and runs `python file.yaml ARGS`."""
-    path = write_sweep(tmp_path, "submitted", {**TINY, "postprocess": {"enabled": False}}, mlflow_server)
-    alone = tmp_path / "home"
-    alone.mkdir()
-    shutil.copy(path, alone / "submitted.yaml")
-    path.unlink()
-    from orchestrator.launcher import install_launcher
-
-    install_launcher()
-    env = {**os.environ, "RAY_ADDRESS": ray_cluster.address}
-    result = subprocess.run(
-        [sys.executable, "submitted.yaml", "--set", "model.branching=4", "--set", "train.steps=2",
-         "--set", "train.log_every=1"],
-        cwd=alone, env=env, capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    _, parents, children = sweep_runs(mlflow_server, "submitted")
-    assert len(parents) == 1 and len(children) == 1
-    assert children[0].data.params["model.branching"] == "4" and children[0].data.params["train.steps"] == "2"
 
 
 def test_unreachable_tracking_server_fails_before_ray_work(tmp_path, capsys):
