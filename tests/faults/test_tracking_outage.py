@@ -171,8 +171,8 @@ def _kept_metrics(outbox: Path, key: str) -> dict[int, int]:
 
 
 def _outage_while_training(server: MlflowServer, root: Path, seen: dict, stop: threading.Event) -> None:
-    """Kill the server once the trial wrote its first checkpoint; start it again once, with the server
-    down, the outbox holds training metrics and another checkpoint was written. Notes what it saw in `seen`."""
+    """Kill the server once the trial wrote its first checkpoint; start it again once the trial wrote
+    another one (training went on). Notes in `seen` what the outbox held then."""
     checkpoints = root / "train"
 
     def wait_until(condition) -> bool:
@@ -186,8 +186,7 @@ def _outage_while_training(server: MlflowServer, root: Path, seen: dict, stop: t
     before = set(checkpoints.glob("*/checkpoint_*"))
     server.kill()
     seen["killed"] = True
-    if not wait_until(lambda: _kept_metrics(root / "tracking-outbox", "train_bpd")
-                      and set(checkpoints.glob("*/checkpoint_*")) - before):
+    if not wait_until(lambda: set(checkpoints.glob("*/checkpoint_*")) - before):
         return
     seen["kept"] = _kept_metrics(root / "tracking-outbox", "train_bpd")
     server.start()
@@ -214,7 +213,8 @@ def test_a_trial_trains_on_while_the_server_is_down_and_its_metrics_arrive_after
         stop.set()
         watcher.join()
     assert seen.get("killed"), "the trial wrote no checkpoint"
-    assert seen.get("restarted"), "training ended before the outbox held metrics and a checkpoint of the outage"
+    assert seen.get("restarted"), "training ended before it wrote a checkpoint with the server down"
+    assert seen["kept"], "no training metrics were kept during the outage"
     assert code == 0
     assert not list((root / "tracking-outbox").glob("*.jsonl"))  # everything kept was delivered
     client, _, (run,) = sweep_runs(up.uri, "outage-sweep")
