@@ -38,7 +38,7 @@ ONE_TRIAL = {
     "failure": {"train_max_failures": 0, "trial_max_failures": 0},
     "postprocess": {**TINY["postprocess"], "budgets": [3, "full"], "table_ranges": 2,
                     "steps_per_call": STEPS_PER_CALL, "table_samples_per_step": SAMPLES, "sample_grid": 0},
-    "tracking": {"system_metrics_interval_s": 0},
+    "tracking": {"system_metrics_interval_s": 0},  # not this test's concern: one background thread fewer
 }
 POLL_S = 0.02  # the pace of the test's look at the sweep's files, not a wait for anything
 
