@@ -17,13 +17,13 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from ray.util.state import list_tasks, list_workers
 
 from orchestrator.config import PostprocessSection
 from orchestrator.postprocess import postprocess_checkpoint
+from tests.support.processes import own_processes, stat, title
 from tests.support.reference import checkpoint_of
 
 pytestmark = pytest.mark.slow
@@ -35,45 +35,21 @@ POLL_S = 0.02  # the killer's pace: a task runs for far longer than this
 STATE_TIMEOUT_S = 300.0  # a safety net for the state API to catch up, not a timing that matters
 
 
-def _title(pid: int) -> str:
-    """The process's name as it shows it (Ray workers rename themselves), or "" once it is gone."""
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace").strip()
-    return ""
-
-
-def _stat(pid: int) -> list[str]:
-    """The fields of /proc/<pid>/stat after the process name: [state, parent pid, ...]; [] once it is gone."""
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return []
-
-
-def _descends_from(pid: int, ancestor: int) -> bool:
-    while pid > 1 and pid != ancestor:
-        stat = _stat(pid)
-        pid = int(stat[1]) if stat else 0
-    return pid == ancestor
-
-
 def _kill_one_running(name: str, killed: list[int], stop: threading.Event) -> None:
     """Until `stop`, or until one is killed: SIGKILL the worker process of a task `name` caught
     running in this test's Ray cluster, and note its pid. A process titled `ray::<name>` is stopped
     first and killed only if its title still says so once it has stopped, i.e. if it is still inside
     the task."""
-    title = f"ray::{name}"
+    name = f"ray::{name}"
     while not stop.is_set():
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or _title(int(entry.name)) != title:
-                continue
-            pid = int(entry.name)
-            if not _descends_from(pid, os.getpid()):
-                continue  # another test run's Ray on this machine
+        for pid in own_processes(name):
+            if title(pid) != name:
+                continue  # a task of another name that starts alike
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGSTOP)
-                while _stat(pid)[:1] in (["R"], ["S"], ["D"]):
+                while stat(pid)[:1] in (["R"], ["S"], ["D"]):
                     pass  # the stop takes effect within microseconds (after a disk wait, at most)
-                if _title(pid) == title:
+                if title(pid) == name:
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)
                     return
@@ -90,10 +66,12 @@ def _attempts(address: str, name: str, since_ms: float, lost_pid: int) -> tuple[
     by the worker's id, which Ray's worker table gives for the pid."""
     deadline = time.monotonic() + STATE_TIMEOUT_S
     while True:
-        workers = {w.worker_id for w in list_workers(address, filters=[("pid", "=", str(lost_pid))], detail=True)}
-        attempts = [a for a in list_tasks(address, filters=[("name", "=", name)], limit=1000,
-                                              detail=True)
-                    if (a.creation_time_ms or 0) >= since_ms]
+        try:
+            workers = {w.worker_id for w in list_workers(address, filters=[("pid", "=", str(lost_pid))], detail=True)}
+            attempts = [a for a in list_tasks(address, filters=[("name", "=", name)], limit=1000, detail=True)
+                        if (a.creation_time_ms or 0) >= since_ms]
+        except ConnectionError:  # the state API's calls time out on a loaded machine: ask again
+            workers, attempts = set(), []
         lost = {a.task_id for a in attempts if a.state == "FAILED" and a.worker_id in workers}
         finished = {a.task_id for a in attempts if a.state == "FINISHED"}
         if (lost and finished == {a.task_id for a in attempts}) or time.monotonic() > deadline:

@@ -23,9 +23,7 @@ from ardm.data import load_dataset
 from ardm.model import build_ardm
 from ardm.run import model_spec
 from ardm.train import NonFiniteLossError, TrainConfig, train
-from orchestrator import names
 from orchestrator.cli import main
-from tests.support.sweep_files import TINY, sweep_runs, write_sweep
 
 ROOT = Path(__file__).resolve().parents[2]
 # `ardm train` on digits with a tiny b = 4 model: 2 checkpoints before a learning rate of 1000 overflows.
@@ -117,38 +115,3 @@ def test_non_finite_step_stops_training_and_keeps_the_last_checkpoint(
         assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # and no temporary left behind
     else:
         assert str(stopped.value).endswith("last good checkpoint: none") and not path.exists()
-
-
-# One trial of a sweep with the overflowing learning rate above, a checkpoint at every step, no retries.
-NAN_SWEEP = {
-    **TINY,
-    "model": {**TINY["model"], "branching": 4},
-    "train": {**TINY["train"], "steps": 6, "checkpoint_every": 1, "log_every": 1, "learning_rate": 1e20},
-    "resources": {"workers_per_trial": 1, "cpus_per_worker": 1},
-    "failure": {"train_max_failures": 0, "trial_max_failures": 0},
-    "postprocess": {"enabled": False},
-    "tracking": {"system_metrics_interval_s": 0},  # not this test's concern: one background thread fewer
-}
-
-
-@pytest.mark.slow
-def test_non_finite_loss_in_a_sweep_trial_fails_its_run_and_keeps_the_last_checkpoint(
-    ray_cluster, mlflow_server, tmp_path: Path
-) -> None:
-    """The same overflow inside a Ray trial: the sweep exits 1, the trial's run ends FAILED with the
-    step and NonFiniteLossError in ardm.failure_reason, and the checkpoint of the step before, on the
-    sweep's storage (its `latest` link), loads, finite, as the last step logged."""
-    path = write_sweep(tmp_path, "nan-trial", NAN_SWEEP, mlflow_server)
-    assert main(["sweep", str(path)]) == 1
-    client, _, (run,) = sweep_runs(mlflow_server, "nan-trial")
-    reason = run.data.tags[names.FAILURE_REASON_TAG]
-    found = re.match(r"NonFiniteLossError: non-finite training loss at step (\d+) \(loss=\S+, grad_norm=\S+\)",
-                     reason)
-    assert run.info.status == "FAILED" and found, reason
-    step = int(found[1])
-    assert step >= 2, reason  # a first step was trained and checkpointed
-    logged = [m.step for m in client.get_metric_history(run.info.run_id, "train_bpd")]
-    assert logged == list(range(1, step))  # training stopped at the failing step
-    kept = tmp_path / "storage" / "nan-trial" / "train" / run.data.tags[names.TRIAL_TAG] / "latest" / "checkpoint.pt"
-    payload = load_checkpoint(kept)
-    assert payload["step"] == step - 1 and _finite(payload)

@@ -13,10 +13,10 @@ import time
 
 import pytest
 import torch
-from ray.util.state import list_actors
 
 from ardm.checkpoint import load_checkpoint
 from orchestrator.cli import main
+from tests.support.processes import own_processes
 from tests.support.sweep_files import TINY, sweep_runs, write_sweep
 
 pytestmark = pytest.mark.slow
@@ -35,7 +35,7 @@ TWINS = {
 }
 
 
-def _kill_a_worker_after_two_checkpoints(address: str, train_dir, killed: list, stop: threading.Event) -> None:
+def _kill_a_worker_after_two_checkpoints(train_dir, killed: list, stop: threading.Event) -> None:
     """Wait until both trials wrote two checkpoints, then SIGKILL one live Ray Train worker process.
 
     Two, because Ray Train registers a reported checkpoint shortly after the worker wrote it: the
@@ -44,10 +44,10 @@ def _kill_a_worker_after_two_checkpoints(address: str, train_dir, killed: list, 
     while not stop.is_set():
         trials = [d for d in train_dir.glob("*") if d.is_dir()] if train_dir.is_dir() else []
         if len(trials) == 2 and all(len(list(d.glob("checkpoint_*"))) >= 2 for d in trials):
-            alive = list_actors(address, filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+            alive = list(own_processes("ray::RayTrainWorker"))
             if alive:
-                os.kill(alive[0].pid, signal.SIGKILL)
-                killed.append(alive[0].pid)
+                os.kill(alive[0], signal.SIGKILL)
+                killed.append(alive[0])
                 return
         time.sleep(0.2)
 
@@ -56,7 +56,7 @@ def test_killed_worker_resumes_from_checkpoint_and_matches_its_twin(ray_cluster,
     path = write_sweep(tmp_path, "worker-death", TWINS, mlflow_server)
     killed, stop = [], threading.Event()
     killer = threading.Thread(target=_kill_a_worker_after_two_checkpoints,
-                              args=(ray_cluster.address, tmp_path / "storage" / "worker-death" / "train", killed, stop))
+                              args=(tmp_path / "storage" / "worker-death" / "train", killed, stop))
     killer.start()
     try:
         assert main(["sweep", str(path)]) == 0
