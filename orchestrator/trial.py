@@ -145,14 +145,16 @@ def latest_checkpoint(cfg: SweepConfig, run_folder: str) -> str | None:
 
 
 def failure_reason(err: BaseException) -> str:
-    """One line naming the root cause: the first failed worker's own exception, not Ray's wrappers
-    (WorkerGroupError's message starts "Training failed due to worker errors:")."""
+    """One line naming the root cause: the first failed worker's own exception (or the controller's),
+    not Ray's wrappers (WorkerGroupError's message starts "Training failed due to worker errors:")."""
     while True:
         failures = getattr(err, "worker_failures", None)
         if failures:
             err = failures[min(failures)]
         elif getattr(err, "cause", None) is not None:  # RayTaskError wraps the task's exception
             err = err.cause
+        elif getattr(err, "controller_failure", None) is not None:  # ControllerError: e.g. no node took the group
+            err = err.controller_failure
         else:
             break
     return describe(err)

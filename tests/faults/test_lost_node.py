@@ -11,24 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from orchestrator.cli import main
-from tests.support.nodes import WORKER_CPUS, remove
-from tests.support.sweep_files import TINY, sweep_runs, write_sweep
+from tests.support.nodes import EVERY, ONE_WORKER_ON_AN_ADDED_NODE, STEPS, remove
+from tests.support.sweep_files import sweep_runs, write_sweep
 
 pytestmark = pytest.mark.slow
-
-STEPS, EVERY = 120, 20
-ONE_WORKER_ON_AN_ADDED_NODE = {
-    **TINY,
-    "sweep": {"num_samples": 1},
-    "model": {"preset": "cpu-tiny", "branching": 17},
-    "train": {"steps": STEPS, "batch_size": 16, "checkpoint_every": EVERY, "log_every": 10, "learning_rate": 0.002,
-              "ema_decay": 0.9},
-    "eval": {"samples_per_image": 1, "max_images": 10},
-    "resources": {"workers_per_trial": 1, "cpus_per_worker": WORKER_CPUS},
-    "tracking": {"system_metrics_interval_s": 0},
-    "postprocess": {"enabled": False},
-}
-
 
 def _sweep(tmp_path, name: str, mlflow_server: str, failure: dict):
     return write_sweep(tmp_path, name, ONE_WORKER_ON_AN_ADDED_NODE | {"failure": failure}, mlflow_server)

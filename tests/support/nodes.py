@@ -21,7 +21,22 @@ import ray
 from ray._raylet import RAY_NODE_ID_KEY
 from ray.util.placement_group import placement_group, remove_placement_group
 
+from tests.support.sweep_files import TINY
+
 WORKER_CPUS = 4  # more than a session node has
+STEPS, EVERY = 120, 20  # training steps, checkpoint interval: the fault comes after 2 * EVERY
+# One tiny trial whose one Train worker fits only on an added node.
+ONE_WORKER_ON_AN_ADDED_NODE = {
+    **TINY,
+    "sweep": {"num_samples": 1},
+    "model": {"preset": "cpu-tiny", "branching": 17},
+    "train": {"steps": STEPS, "batch_size": 16, "checkpoint_every": EVERY, "log_every": 10, "learning_rate": 0.002,
+              "ema_decay": 0.9},
+    "eval": {"samples_per_image": 1, "max_images": 10},
+    "resources": {"workers_per_trial": 1, "cpus_per_worker": WORKER_CPUS},
+    "tracking": {"system_metrics_interval_s": 0},
+    "postprocess": {"enabled": False},
+}
 
 
 def _wait(condition: Callable[[], object], stop: threading.Event) -> object:
@@ -64,7 +79,8 @@ class NodeFault:
                 return
             self._free()
             self._note("controller up, added nodes freed")
-            if not _wait(lambda: len(list(self.train_dir.glob("*/checkpoint_*"))) >= 2, self.stop):
+            if not _wait(lambda: len([d for d in self.train_dir.glob("*/checkpoint_*") if d.is_dir()]) >= 2,
+                         self.stop):
                 return
             worker = _wait(lambda: _alive("RayTrainWorker"), self.stop)[0]
             node = next(n for n in self.added if n.node_id == worker["Address"]["NodeID"])
