@@ -67,16 +67,19 @@ def restart_cause(err: BaseException, nodes: dict[int, tuple[str, str]]) -> str:
         lost = [(node, _ip(node, nodes)) for node in info.preempted_node_ids]
         return "; ".join(f"node {ip} (id {node}) was drained for preemption (ranks "
                          f"{info.preempted_node_to_ranks[node]})" for node, ip in lost)
-    if isinstance(err, WorkerGroupError):
-        dead = {rank: e for rank, e in err.worker_failures.items() if _actor_died(e)}
-        alive = _alive_nodes()
-        lost = sorted({nodes[rank] for rank in dead if rank in nodes})
-        if lost:
-            rank = min(dead)
-            return "; ".join(f"node {ip} (id {node}) was {'lost' if node not in alive else 'left by its worker'}"
-                             for node, ip in lost) + f": rank {rank}'s worker died ({describe(dead[rank])})"
-        if err.worker_failures:
+    if isinstance(err, WorkerGroupError) and err.worker_failures:
+        dead = sorted(rank for rank, e in err.worker_failures.items() if _actor_died(e) and rank in nodes)
+        if not dead:
             return describe(err.worker_failures[min(err.worker_failures)])
+        alive = _alive_nodes()
+        lost = sorted({nodes[rank] for rank in dead if nodes[rank][0] not in alive})
+        rank = dead[0]
+        error = describe(err.worker_failures[rank])
+        if lost:
+            return "; ".join(f"node {ip} (id {node}) was lost" for node, ip in lost) + \
+                f": rank {rank}'s worker died ({error})"
+        node, ip = nodes[rank]
+        return f"rank {rank}'s worker on node {ip} (id {node}) died ({error})"
     return describe(err)
 
 
