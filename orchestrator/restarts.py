@@ -5,7 +5,8 @@ fails (a process killed, a node lost) or a node hosting a worker is drained for 
 controller runs this callback in its own process: at each restart it logs the trial's running
 count (names.TRAIN_RESTARTS) and the cause as one line naming the node, IP and id
 (names.RESTART_CAUSE_TAG). When no node takes the group again, the trial's failure reason starts
-from that cause (`failure_reason_after_restart`), not from Ray's placement timeout.
+from that cause (`failure_reason_after_restart`, raised as NodeLostError), not from Ray's placement
+timeout.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import warnings
 
 import ray
 from ray.exceptions import RayActorError
+from ray.train.v2._internal.exceptions import WorkerGroupStartupTimeoutError
 from ray.train.v2._internal.execution.callback import ControllerCallback, WorkerGroupCallback
 from ray.train.v2._internal.execution.controller.state import RestartingState
 from ray.train.v2.api.exceptions import ControllerError, PreemptionError, WorkerGroupError
 
 from orchestrator import names
+from orchestrator.config import FailureSection
 from orchestrator.messages import describe
 from orchestrator.tracking import SweepTracker
 
@@ -83,16 +86,28 @@ def restart_cause(err: BaseException, nodes: dict[int, tuple[str, str]]) -> str:
     return describe(err)
 
 
-def failure_reason_after_restart(err: BaseException, tracker: SweepTracker, run_id: str, reason: str) -> str:
-    """The trial's failure reason: when Ray Train gave up placing a restarted group (a controller
-    error), the restart's cause from the run (which node was lost) comes first, then `reason`."""
+class NodeLostError(RuntimeError):
+    """A trial's worker group lost a node and could not be started again: the message names the node."""
+
+
+def failure_reason_after_restart(err: BaseException, tracker: SweepTracker, run_id: str, reason: str,
+                                 failure: FailureSection) -> str:
+    """The trial's failure reason. When Ray Train gave up starting a restarted group (a controller
+    error), the restart's cause logged to the run (which node was lost) comes first, then why;
+    else `reason` as it is. Ray's own message would name its timeout, not the node."""
     if not isinstance(err, ControllerError):
         return reason
     try:
         cause = tracker.client.get_run(run_id).data.tags.get(names.RESTART_CAUSE_TAG)
     except Exception:  # the tracking server away: the plain reason still says what happened
         return reason
-    return f"{cause}, and no node could take the trial's Train workers again ({reason})" if cause else reason
+    if not cause:
+        return reason
+    if isinstance(err.controller_failure, WorkerGroupStartupTimeoutError):
+        return (f"{cause}, and no node could take the trial's Train workers again within "
+                f"{failure.placement_retries + 1} x {failure.placement_timeout_s:g} s "
+                "(failure.placement_retries, failure.placement_timeout_s)")
+    return f"{cause}, and the trial's Train workers could not be started again ({reason})"
 
 
 def _actor_died(err: BaseException) -> bool:

@@ -32,7 +32,7 @@ from orchestrator.config import SweepConfig, trial_label
 from orchestrator.messages import describe
 from orchestrator.models import log_trial_model
 from orchestrator.postprocess import postprocess_checkpoint
-from orchestrator.restarts import RestartLog, failure_reason_after_restart
+from orchestrator.restarts import NodeLostError, RestartLog, failure_reason_after_restart
 from orchestrator.tracking import SweepTracker
 from orchestrator.worker import ETA, PROGRESS_COLUMNS, train_worker
 
@@ -83,11 +83,14 @@ def run_trial(config: dict, tracker: SweepTracker, parent_id: str, data_uri: str
     try:
         result = trainer.fit()
     except Exception as err:
-        reason = failure_reason_after_restart(err, tracker, run_id, failure_reason(err))
+        plain = failure_reason(err)
+        reason = failure_reason_after_restart(err, tracker, run_id, plain, failure)
         tracker.end_run(run_id, "FAILED", reason=reason)
         kept = latest_checkpoint(cfg, run_folder)
         if kept is not None:  # what a later resume starts from
             layout.point_latest(cfg, trial_name, str(Path(kept).parent))
+        if reason != plain:  # the sweep's summary says it too: the node lost, not Ray's timeout
+            raise NodeLostError(reason) from err
         raise
     wall = time.time() - started
     final = {k: v for k, v in result.metrics.items() if k in names.TEST_METRICS} | {names.WALL_TIME: wall}

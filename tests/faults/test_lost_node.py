@@ -40,7 +40,8 @@ def test_lost_node_restarts_the_worker_group_elsewhere_and_the_report_counts_it(
     assert "<th>restarts</th>" in (report / "report.html").read_text()
 
 
-def test_lost_node_without_a_replacement_fails_the_trial_naming_the_node(node_fault, mlflow_server, tmp_path):
+def test_lost_node_without_a_replacement_fails_the_trial_naming_the_node(node_fault, mlflow_server, tmp_path,
+                                                                          capsys):
     path = _sweep(tmp_path, "lost-node-alone", mlflow_server,
                   {"train_max_failures": 1, "trial_max_failures": 0, "placement_timeout_s": 3,
                    "placement_retries": 0})
@@ -51,4 +52,5 @@ def test_lost_node_without_a_replacement_fails_the_trial_naming_the_node(node_fa
     assert trial.info.status == "FAILED"
     reason = trial.data.tags["ardm.failure_reason"]
     assert reason.startswith(f"node {ip} (id {node_id}) was lost"), reason
-    assert "no node could take" in reason
+    assert "no node could take the trial's Train workers again within 1 x 3 s" in reason
+    assert f"FAILED  NodeLostError: node {ip}" in capsys.readouterr().out  # the sweep's summary names it too
