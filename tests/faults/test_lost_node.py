@@ -25,7 +25,7 @@ def test_lost_node_restarts_the_worker_group_elsewhere_and_the_report_counts_it(
                   {"train_max_failures": 1, "trial_max_failures": 0, "placement_timeout_s": 60})
     with node_fault(2, remove, "lost-node") as fault:
         assert main(["sweep", str(path)]) == 0
-    assert fault.hit, "no node was removed: training ended before the first checkpoints"
+    assert fault.hit, "no node was removed: training ended before the first checkpoint"
     (node_id, ip), = fault.hit
     client, (parent,), (trial,) = sweep_runs(mlflow_server, "lost-node")
     assert trial.info.status == "FINISHED"

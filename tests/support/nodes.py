@@ -9,8 +9,6 @@ tests see the two-node cluster.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,12 +17,15 @@ from pathlib import Path
 import pytest
 import ray
 from ray._raylet import RAY_NODE_ID_KEY
+from ray.core.generated import autoscaler_pb2
 from ray.util.placement_group import placement_group, remove_placement_group
 
 from tests.support.sweep_files import TINY
 
 WORKER_CPUS = 4  # more than a session node has
-STEPS, EVERY = 120, 20  # training steps, checkpoint interval: the fault comes after 2 * EVERY
+# Training steps and checkpoint interval: a lost node comes after the first checkpoint, with STEPS - EVERY
+# steps (seconds even on an idle machine) left to lose it in.
+STEPS, EVERY = 160, 20
 # One tiny trial whose one Train worker fits only on an added node.
 ONE_WORKER_ON_AN_ADDED_NODE = {
     **TINY,
@@ -58,13 +59,12 @@ def _alive(class_name: str) -> list[dict]:
 
 class NodeFault:
     """Adds `nodes` nodes of WORKER_CPUS CPUs, held by placement groups; on a thread, once the trial's Train
-    controller runs, frees them, and once the trial has two checkpoints under `train_dir`, applies
-    `fault(cluster, node)` to the node hosting its Train worker. Two checkpoints, because Ray Train
-    registers a reported checkpoint shortly after the worker wrote it: the earlier one surely is, so
-    a restart has one to resume from."""
+    controller runs, frees them, and applies `fault(cluster, node)` to the node hosting the trial's Train
+    worker: once Ray Train registered a checkpoint of the trial under `train_dir` (a restart has one to
+    resume from), or with `at_once`, as soon as the worker runs."""
 
-    def __init__(self, cluster, nodes: int, train_dir: Path, fault: Callable) -> None:
-        self.cluster, self.count, self.train_dir, self.fault = cluster, nodes, train_dir, fault
+    def __init__(self, cluster, nodes: int, train_dir: Path, fault: Callable, at_once: bool = False) -> None:
+        self.cluster, self.count, self.train_dir, self.fault, self.at_once = cluster, nodes, train_dir, fault, at_once
         self.added: list = []
         self.placeholders: list = []
         self.hit: list[tuple[str, str]] = []  # (node id, IP) of the node the fault befell
@@ -79,8 +79,7 @@ class NodeFault:
                 return
             self._free()
             self._note("controller up, added nodes freed")
-            if not _wait(lambda: len([d for d in self.train_dir.glob("*/checkpoint_*") if d.is_dir()]) >= 2,
-                         self.stop):
+            if not _wait(self._time_for_the_fault, self.stop):
                 return
             worker = _wait(lambda: _alive("RayTrainWorker"), self.stop)[0]
             node = next(n for n in self.added if n.node_id == worker["Address"]["NodeID"])
@@ -90,6 +89,10 @@ class NodeFault:
             self._note("fault done")
         except BaseException as err:  # the test fails with it, not a silent thread
             self.errors.append(err)
+
+    def _time_for_the_fault(self) -> bool:
+        """With at_once, now; else once Ray Train registered a checkpoint (it then writes its snapshot)."""
+        return self.at_once or any(self.train_dir.glob("*/checkpoint_manager_snapshot.json"))
 
     def _note(self, event: str) -> None:
         self.events.append(f"{time.strftime('%H:%M:%S')} {event}")
@@ -125,21 +128,23 @@ def remove(cluster, node) -> None:
 
 
 def drain_for_preemption(deadline_s: int) -> Callable:
-    """A fault: `ray drain-node` with the preemption reason, as a spot reclaim notice, `deadline_s` ahead."""
+    """A fault: the node drained with the preemption reason, as a spot reclaim notice, `deadline_s` ahead;
+    the GCS call of `ray drain-node --reason DRAIN_NODE_REASON_PREEMPTION --deadline-remaining-seconds N`."""
 
     def drain(cluster, node) -> None:
-        subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "drain-node", "--address", cluster.address,
-                        "--node-id", node.node_id, "--reason", "DRAIN_NODE_REASON_PREEMPTION",
-                        "--reason-message", "spot reclaim (test)", "--deadline-remaining-seconds", str(deadline_s)],
-                       check=True, capture_output=True, timeout=60)
+        deadline_ms = time.time_ns() // 1_000_000 + deadline_s * 1000
+        accepted, why = ray._raylet.GcsClient(address=cluster.address).drain_node(
+            node.node_id, autoscaler_pb2.DrainNodeReason.Value("DRAIN_NODE_REASON_PREEMPTION"), "spot reclaim (test)",
+            deadline_ms)
+        assert accepted, why
 
     return drain
 
 
 @pytest.fixture
 def node_fault(ray_cluster, tmp_path) -> Iterator[Callable[..., NodeFault]]:
-    """make(nodes, fault, sweep name) -> a NodeFault on the session's cluster, for `with`."""
-    def make(nodes: int, fault: Callable, sweep: str) -> NodeFault:
-        return NodeFault(ray_cluster, nodes, tmp_path / "storage" / sweep / "train", fault)
+    """make(nodes, fault, sweep name, at_once) -> a NodeFault on the session's cluster, for `with`."""
+    def make(nodes: int, fault: Callable, sweep: str, at_once: bool = False) -> NodeFault:
+        return NodeFault(ray_cluster, nodes, tmp_path / "storage" / sweep / "train", fault, at_once)
 
     yield make
