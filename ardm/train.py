@@ -127,7 +127,7 @@ def train(
     resume_from: str | Path | None = None,
     rank: int = 0,
     wrap: Callable[[nn.Module], nn.Module] | None = None,
-    on_log: Callable[[dict], None] | None = None,
+    on_log: Callable[[dict], bool | None] | None = None,
     on_checkpoint: Callable[[Path | None, dict], None] | None = None,
     extra: dict | None = None,
     progress: bool = True,
@@ -138,7 +138,8 @@ def train(
     at the end (atomically replaced). resume_from: a checkpoint to continue from (its model spec
     must match). wrap: applied to the model after loading, e.g. DDP. on_log(metrics) gets
     {"step", "loss", "train_bpd", "grad_norm", "images_per_sec"} every config.log_every steps
-    (train_bpd is the mean per-example negative ELBO over the window, bits per dimension);
+    (train_bpd is the mean per-example negative ELBO over the window, bits per dimension) and may
+    return True to have a checkpoint written at that step (every rank must return the same);
     on_checkpoint(path, metrics) runs on every rank at each checkpoint step, after rank 0 wrote
     the file (path is None on other ranks and when checkpoint_path is None). Both callbacks run
     the same number of times on every rank. extra: stored in the
@@ -221,8 +222,8 @@ def train(
                     "grad_norm": float(seen[-1, 1]), "images_per_sec": len(seen) * config.batch_size / elapsed,
                 }
                 bar.set_postfix(bpd=f"{metrics['train_bpd']:.3f}")
-                if on_log is not None:
-                    on_log(metrics)
+                if on_log is not None and on_log(metrics):
+                    checkpoint_now = True  # asked for: e.g. the caller's machine is about to be taken away
                 window, window_first, window_start = [], step, time.perf_counter()
             if checkpoint_now:
                 write_checkpoint(metrics)

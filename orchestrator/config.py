@@ -219,12 +219,29 @@ class StorageSection:
 
 @dataclass(frozen=True)
 class FailureSection:
+    """How a trial survives faults (-1: unlimited where a count is asked for).
+
+    train_max_failures: restarts of a trial's Ray Train worker group after a worker error (a process
+    or node lost), from its latest checkpoint; preemption_max_restarts: restarts after a node that Ray
+    drains for preemption (spot reclaim, `ray drain-node`), counted apart: they are not the run's
+    fault; trial_max_failures: Tune's retries of a whole trial. placement_timeout_s: seconds Ray Train
+    waits for the cluster to place a worker group (at the start and after each restart; an autoscaler
+    may need minutes to bring up a node), tried placement_retries more times before the trial fails
+    with the node it lost, so a group no node can take fails in bounded time instead of waiting forever.
+    """
+
     train_max_failures: int = 2
+    preemption_max_restarts: int = -1
     trial_max_failures: int = 1
+    placement_timeout_s: float = 600.0
+    placement_retries: int = 1
 
     def __post_init__(self) -> None:
-        if self.train_max_failures < -1 or self.trial_max_failures < -1:
+        if min(self.train_max_failures, self.preemption_max_restarts, self.trial_max_failures) < -1:
             raise ValueError("max failures must be >= 0, or -1 for unlimited")
+        # Written as `not >` so that .nan is refused too; no unlimited retries: the point is a bounded wait.
+        if not self.placement_timeout_s > 0 or self.placement_retries < 0:
+            raise ValueError("placement_timeout_s must be > 0 and placement_retries >= 0")
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ CHECKPOINT_TAG = "ardm.checkpoint"  # a trial's final checkpoint file (path or U
 DATA_TAG = "ardm.data"  # the dataset spec a trial trained on (its Parquet shards)
 UNIT_TAG = "ardm.unit"  # on a trial's run: the unit of its bpd metrics (bits per dimension, bits per character)
 MODEL_ID_TAG = "ardm.model_id"  # the id of a trial's logged model (orchestrator.models)
+RESTART_CAUSE_TAG = "ardm.restart_cause"  # a trial's latest worker-group restart: why, naming the lost node
 # MLflow 3's UI opens an experiment in the view its kind names; without the tag it may guess GenAI.
 EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 
@@ -32,6 +33,7 @@ EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_mode
 # loss, grad_norm, images_per_sec) are ardm.train's.
 TRIAL_ATTEMPT = "trial_attempt"  # each Tune attempt at the trial, logged at step = the attempt
 RESUMED_FROM_STEP = "resumed_from_step"  # a restarted worker group's checkpoint step
+TRAIN_RESTARTS = "train_restarts"  # worker-group restarts of the trial so far, logged at step = that count
 TEST_BPD, TEST_BPD_STDERR, TEST_IMAGES = "test_bpd", "test_bpd_stderr", "test_images"  # EMA weights, test split
 TEST_METRICS = (TEST_BPD, TEST_BPD_STDERR, TEST_IMAGES)
 WALL_TIME = "wall_time_s"  # training, in seconds

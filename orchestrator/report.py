@@ -1,16 +1,17 @@
 """The sweep report: budget versus bpd for every trial of a sweep, read back from MLflow.
 
 One row per trial (its configuration, status, measured bpd at each budget, with all steps, total
-steps, training time), written as report.parquet, report.md and a self-contained report.html
-(the plot and the sample grids inlined), with budget_bpd.png: per trial, the optimal policy's
-measured bpd against total calls (solid, ±2 s.e.) and the naive policy's (dashed), on a log x
-axis, the every-step value starred. Per configuration the report then sets, at each budget, the
-measured bpd beside its excess over all steps on the same images (paired standard error), the
-DP's prediction from the step table and the naive and joint policies; the compressed size beside
-PNG and WebP-lossless on the same images; a sample grid per budget; findings computed from the
-numbers (orchestrator/findings.py); and for CIFAR-10 the paper's numbers. Failed and unfinished
-trials are rows with their status and reason, never dropped. Everything is read from the trials'
-MLflow runs, so `ardm report` on a finished sweep gives the same report as the sweep's end.
+steps, training time, restarts of its Train worker group), written as report.parquet, report.md
+and a self-contained report.html (the plot and the sample grids inlined), with budget_bpd.png: per
+trial, the optimal policy's measured bpd against total calls (solid, ±2 s.e.) and the naive
+policy's (dashed), on a log x axis, the every-step value starred. Per configuration the report
+then sets, at each budget, the measured bpd beside its excess over all steps on the same images
+(paired standard error), the DP's prediction from the step table and the naive and joint policies;
+the compressed size beside PNG and WebP-lossless on the same images; a sample grid per budget;
+findings computed from the numbers (orchestrator/findings.py); and for CIFAR-10 the paper's
+numbers. Failed and unfinished trials are rows with their status and reason, never dropped.
+Everything is read from the trials' MLflow runs, so `ardm report` on a finished sweep gives the
+same report as the sweep's end.
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ def trial_row(tracker: SweepTracker, run: Run) -> tuple[dict, set[int], set[int]
         "full_elbo_bpd": m.get(names.FULL_ELBO),
         "total_steps": total, "num_stages": int(m[names.NUM_STAGES]) if names.NUM_STAGES in m else None,
         "train_time_s": m.get(names.WALL_TIME),
+        "restarts": int(m.get(names.TRAIN_RESTARTS, 0)),  # of its Train worker group (a lost worker or node)
         **{name: m.get(name) for name in BASELINES},
     }
     budgets: set[int] = set()
@@ -184,7 +186,7 @@ def build_report(tracker: SweepTracker, parent_id: str, out: str | Path, log: bo
     compressed = sorted({b for _, _, found in trials for b in found})
     columns = ["trial", "configuration", "branching", "parameterization", "status", "reason", "run_id", "data",
                "unit", "table_split", "test_bpd", "test_bpd_stderr", "full_elbo_bpd", "full_elbo_stderr", "total_steps",
-               "num_stages", "train_time_s", "bpd_all_steps", "bpd_all_steps_stderr", *BASELINES]
+               "num_stages", "train_time_s", "restarts", "bpd_all_steps", "bpd_all_steps_stderr", *BASELINES]
     columns += [f"bpd_budget_{b}{kind}{s}" for b in budgets for kind in ("", *(f"_{k}" for k in KINDS))
                 for s in ("", "_stderr")]
     columns += [f"compressed_bpd_{b}" for b in compressed]
@@ -196,7 +198,8 @@ def build_report(tracker: SweepTracker, parent_id: str, out: str | Path, log: bo
     report.notes = _notes(report)
     text = {"trial", "configuration", "branching", "parameterization", "status", "reason", "run_id", "data",
             "unit", "table_split"}
-    schema = pa.schema([(c, pa.string() if c in text else pa.float64()) for c in columns])
+    schema = pa.schema([(c, pa.string() if c in text else pa.int64() if c == "restarts" else pa.float64())
+                        for c in columns])
     table = pa.BufferOutputStream()
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), table)
     _write(report.folder / "report.parquet", table.getvalue())
@@ -230,7 +233,7 @@ def _cell(value: float | None, stderr: float | None = None, digits: int = 3) -> 
 def _table(report: Report) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the summary table (the same for Markdown and HTML): one row per trial."""
     header = ["configuration", "status", *[f"{b} calls" for b in report.budgets], "all steps", "total steps",
-              "training time"]
+              "training time", "restarts"]
     cells = []
     for r in report.rows:
         status = r["status"] + (f": {r['reason'][:100]}" if r["reason"] else "")
@@ -239,7 +242,7 @@ def _table(report: Report) -> tuple[list[str], list[list[str]]]:
             r["configuration"], status,
             *[_cell(r[f"bpd_budget_{b}"], r[f"bpd_budget_{b}_stderr"]) for b in report.budgets],
             _cell(r["bpd_all_steps"], r["bpd_all_steps_stderr"]),
-            "—" if r["total_steps"] is None else str(r["total_steps"]), minutes,
+            "—" if r["total_steps"] is None else str(r["total_steps"]), minutes, str(r["restarts"]),
         ])
     return header, cells
 

@@ -10,6 +10,7 @@ resumed sweep continues from the trial's latest checkpoint.
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from pathlib import Path
@@ -18,6 +19,7 @@ import pyarrow.fs as pafs
 import ray.train
 from ray import tune
 from ray.train.torch import TorchTrainer
+from ray.train.v2._internal.constants import WORKER_GROUP_START_TIMEOUT_S_ENV_VAR
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from ardm.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint
@@ -30,6 +32,7 @@ from orchestrator.config import SweepConfig, trial_label
 from orchestrator.messages import describe
 from orchestrator.models import log_trial_model
 from orchestrator.postprocess import postprocess_checkpoint
+from orchestrator.restarts import NodeLostError, RestartLog, failure_reason_after_restart
 from orchestrator.tracking import SweepTracker
 from orchestrator.worker import ETA, PROGRESS_COLUMNS, train_worker
 
@@ -55,6 +58,10 @@ def run_trial(config: dict, tracker: SweepTracker, parent_id: str, data_uri: str
     resources = cfg.resources
     per_worker = {"CPU": resources.cpus_per_worker} | ({"GPU": resources.gpus_per_worker} if resources.use_gpu else {})
     run_folder = layout.train_run_folder(cfg, trial_name)
+    failure = cfg.failure
+    # Ray Train reads its placement timeout from the environment, and passes this process's value on to
+    # its controller: without it, a group that no node can take would be waited for forever.
+    os.environ[WORKER_GROUP_START_TIMEOUT_S_ENV_VAR] = str(failure.placement_timeout_s)
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"config": config, "data_uri": data_uri, "tracker": tracker, "run_id": run_id,
@@ -64,19 +71,26 @@ def run_trial(config: dict, tracker: SweepTracker, parent_id: str, data_uri: str
         ),
         run_config=ray.train.RunConfig(
             name=trial_name, storage_path=layout.train_folder(cfg),
-            failure_config=ray.train.FailureConfig(max_failures=cfg.failure.train_max_failures),
+            failure_config=ray.train.FailureConfig(
+                max_failures=failure.train_max_failures, max_preemption_failures=failure.preemption_max_restarts,
+                controller_failure_limit=failure.placement_retries,
+            ),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-            callbacks=[TuneReportCallback()],
+            callbacks=[TuneReportCallback(), RestartLog(tracker, run_id)],
         ),
     )
     started = time.time()
     try:
         result = trainer.fit()
     except Exception as err:
-        tracker.end_run(run_id, "FAILED", reason=failure_reason(err))
+        plain = failure_reason(err)
+        reason = failure_reason_after_restart(err, tracker, run_id, plain, failure)
+        tracker.end_run(run_id, "FAILED", reason=reason)
         kept = latest_checkpoint(cfg, run_folder)
         if kept is not None:  # what a later resume starts from
             layout.point_latest(cfg, trial_name, str(Path(kept).parent))
+        if reason != plain:  # the sweep's summary says it too: the node lost, not Ray's timeout
+            raise NodeLostError(reason) from err
         raise
     wall = time.time() - started
     final = {k: v for k, v in result.metrics.items() if k in names.TEST_METRICS} | {names.WALL_TIME: wall}
@@ -134,14 +148,16 @@ def latest_checkpoint(cfg: SweepConfig, run_folder: str) -> str | None:
 
 
 def failure_reason(err: BaseException) -> str:
-    """One line naming the root cause: the first failed worker's own exception, not Ray's wrappers
-    (WorkerGroupError's message starts "Training failed due to worker errors:")."""
+    """One line naming the root cause: the first failed worker's own exception (or the controller's),
+    not Ray's wrappers (WorkerGroupError's message starts "Training failed due to worker errors:")."""
     while True:
         failures = getattr(err, "worker_failures", None)
         if failures:
             err = failures[min(failures)]
         elif getattr(err, "cause", None) is not None:  # RayTaskError wraps the task's exception
             err = err.cause
+        elif getattr(err, "controller_failure", None) is not None:  # ControllerError: e.g. no node took the group
+            err = err.controller_failure
         else:
             break
     return describe(err)

@@ -3,7 +3,8 @@
 Every rank reads its own shard, builds the same model, and trains; rank 0 writes checkpoints,
 which are reported to Ray Train (and so persisted to the sweep's storage), logs metrics to the
 trial's MLflow run, and evaluates the test bpd with the final checkpoint. A restarted worker
-group resumes from `ray.train.get_checkpoint()`.
+group resumes from `ray.train.get_checkpoint()`. When Ray drains a node of the group for preemption,
+the workers checkpoint at once and train no further (`_Preemption`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import datetime
 import shutil
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -76,6 +78,32 @@ class _MetricsToMlflow:
                 self.warned = True
 
 
+class _Preemption:
+    """A drain notice for a node of this worker group (a spot reclaim, `ray drain-node`): checkpoint at
+    once, then train no further.
+
+    At the drain's deadline Ray Train tears the group down and restarts it on other nodes from the
+    latest checkpoint. Steps trained after the notice's checkpoint would be lost with the node and
+    trained again, so the worker waits for the teardown instead: the restart repeats nothing.
+    """
+
+    def __init__(self) -> None:
+        self.noticed = False
+
+    def checkpoint_now(self) -> bool:
+        """True at the first log step after a notice. Every rank calls it as often (Ray Train agrees on
+        one answer for all: a barrier), and after the notice none does any more."""
+        if not self.noticed:
+            self.noticed = ray.train.get_preemption_info() is not None
+            return self.noticed
+        return False
+
+    def wait_for_teardown(self) -> None:
+        """After the notice's checkpoint: block until Ray Train stops this worker."""
+        if self.noticed:
+            threading.Event().wait()
+
+
 def train_worker(loop_config: dict) -> None:
     """Entry point of each Ray Train worker. loop_config: {"config": resolved trial config dict,
     "data_uri": Parquet shards, "tracker": SweepTracker, "run_id": the trial's MLflow run,
@@ -88,10 +116,13 @@ def train_worker(loop_config: dict) -> None:
     to_mlflow = _MetricsToMlflow(loop_config["tracker"], loop_config["run_id"]) if rank == 0 else None
     eta = _Eta(cfg.train.steps)
 
-    def on_log(metrics: dict) -> None:
+    preemption = _Preemption()
+
+    def on_log(metrics: dict) -> bool:
         if to_mlflow is not None:
             to_mlflow({k: v for k, v in metrics.items() if k != "step"}, metrics["step"])
         ray.train.report({**metrics, ETA: eta(metrics["step"])})
+        return preemption.checkpoint_now()
 
     with tempfile.TemporaryDirectory() as scratch:
         local = Path(scratch) / "ckpt"
@@ -110,6 +141,8 @@ def train_worker(loop_config: dict) -> None:
             folder = loop_config["checkpoint_folder"]
             with space_for(folder, local="://" not in folder):
                 ray.train.report(metrics, checkpoint=checkpoint)
+            if metrics.get("step") != cfg.train.steps:  # the final checkpoint ends training anyway
+                preemption.wait_for_teardown()
 
         def test_metrics(path: Path) -> dict:
             """Negative ELBO (bpd) of the EMA weights on the test split, logged to MLflow as well."""
