@@ -66,7 +66,20 @@ class TrainConfig:
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss or gradient norm became NaN/inf; the last checkpoint on disk is the last good one."""
+    """The loss or gradient norm became NaN/inf at `step`; `checkpoint` (a path, or "none") is the last
+    good one. Its fields are its args, so it pickles across processes (a Ray worker's error)."""
+
+    def __init__(self, step: int, loss: float, grad_norm: float, checkpoint: str) -> None:
+        super().__init__(step, loss, grad_norm, checkpoint)
+        self.step, self.loss, self.grad_norm, self.checkpoint = step, loss, grad_norm, checkpoint
+
+    def __str__(self) -> str:
+        return (f"non-finite training loss at step {self.step} (loss={self.loss}, grad_norm={self.grad_norm}); "
+                f"last good checkpoint: {self.checkpoint}")
+
+    def kept_at(self, checkpoint: str) -> NonFiniteLossError:
+        """The same error, naming where its last good checkpoint was kept (a worker's scratch copy is gone)."""
+        return NonFiniteLossError(self.step, self.loss, self.grad_norm, checkpoint)
 
 
 @dataclass
@@ -110,11 +123,8 @@ def _stop_if_non_finite(seen: np.ndarray, first_step: int, checkpoint_path: str 
     if bad.any():
         first = int(np.argmax(bad))
         loss, grad_norm = float(seen[first, 0]), float(seen[first, 1])
-        kept = checkpoint_path if checkpoint_path and Path(checkpoint_path).exists() else "none"
-        raise NonFiniteLossError(
-            f"non-finite training loss at step {first_step + first + 1} (loss={loss}, grad_norm={grad_norm}); "
-            f"last good checkpoint: {kept}"
-        )
+        kept = str(checkpoint_path) if checkpoint_path and Path(checkpoint_path).exists() else "none"
+        raise NonFiniteLossError(first_step + first + 1, loss, grad_norm, kept)
 
 
 def train(

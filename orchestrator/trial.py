@@ -27,6 +27,7 @@ from ardm.config import build
 from ardm.data.parquet import read_manifest, split_record
 from ardm.modality import IMAGE, unit_name
 from ardm.storage import filesystem
+from ardm.train import NonFiniteLossError
 from orchestrator import layout, names
 from orchestrator.config import SweepConfig, trial_label
 from orchestrator.messages import describe
@@ -83,12 +84,15 @@ def run_trial(config: dict, tracker: SweepTracker, parent_id: str, data_uri: str
     try:
         result = trainer.fit()
     except Exception as err:
-        plain = failure_reason(err)
-        reason = failure_reason_after_restart(err, tracker, run_id, plain, failure)
-        tracker.end_run(run_id, "FAILED", reason=reason)
         kept = latest_checkpoint(cfg, run_folder)
         if kept is not None:  # what a later resume starts from
             layout.point_latest(cfg, trial_name, str(Path(kept).parent))
+        root = root_cause(err)
+        if isinstance(root, NonFiniteLossError):  # name the kept checkpoint on storage, not the worker's scratch
+            root = root.kept_at(kept or "none")
+        plain = describe(root)
+        reason = failure_reason_after_restart(err, tracker, run_id, plain, failure)
+        tracker.end_run(run_id, "FAILED", reason=reason)
         if reason != plain:  # the sweep's summary says it too: the node lost, not Ray's timeout
             raise NodeLostError(reason) from err
         raise
@@ -150,6 +154,11 @@ def latest_checkpoint(cfg: SweepConfig, run_folder: str) -> str | None:
 def failure_reason(err: BaseException) -> str:
     """One line naming the root cause: the first failed worker's own exception (or the controller's),
     not Ray's wrappers (WorkerGroupError's message starts "Training failed due to worker errors:")."""
+    return describe(root_cause(err))
+
+
+def root_cause(err: BaseException) -> BaseException:
+    """The exception under Ray's wrappers: the first failed worker's own, or the controller's."""
     while True:
         failures = getattr(err, "worker_failures", None)
         if failures:
@@ -159,6 +168,5 @@ def failure_reason(err: BaseException) -> str:
         elif getattr(err, "controller_failure", None) is not None:  # ControllerError: e.g. no node took the group
             err = err.controller_failure
         else:
-            break
-    return describe(err)
+            return err
 
