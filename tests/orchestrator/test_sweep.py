@@ -25,6 +25,7 @@ REPORT_ARTIFACTS = {"report.html", "report.md", "report.parquet", "budget_bpd.pn
 
 
 def test_tiny_sweep_tracks_parent_and_nested_runs(ray_cluster, mlflow_server, tmp_path, capsys):
+    earlier = _train_workers(ray_cluster.address)  # the session's Ray ran other tests' Train workers
     # With the default tracking settings (system metrics on), as a user's sweep runs.
     path = write_sweep(tmp_path, "tiny-sweep", {**TINY, "tracking": {}}, mlflow_server)
     assert main(["sweep", str(path)]) == 0
@@ -68,16 +69,21 @@ def test_tiny_sweep_tracks_parent_and_nested_runs(ray_cluster, mlflow_server, tm
     assert after["bpd_measured"][5] > 0 and after["bpd_joint"][5] > 0
     assert after["bpd_measured"][3] == before["bpd_measured"][3]
     # Each trial's 2 workers needed more CPUs than one node has free: both nodes were used.
-    from ray.util.state import list_actors
-
-    workers = list_actors(ray_cluster.address, filters=[("class_name", "=", "RayTrainWorker")], limit=1000)
-    nodes = {a.node_id for a in workers}
-    assert len(nodes) == 2
+    workers = _train_workers(ray_cluster.address)
+    assert len({workers[a] for a in workers.keys() - earlier.keys()}) == 2
     # Resuming a finished sweep re-runs nothing and reuses the parent run.
     assert main(["sweep", str(path), "--resume"]) == 0
     _, parents_after, children_after = sweep_runs(mlflow_server, "tiny-sweep")
     assert [p.info.run_id for p in parents_after] == [parents[0].info.run_id]
     assert sorted(r.info.run_id for r in children_after) == sorted(r.info.run_id for r in children)
+
+
+def _train_workers(address: str) -> dict[str, str]:
+    """{actor id: node id} of every Ray Train worker actor the cluster has run."""
+    from ray.util.state import list_actors
+
+    return {a.actor_id: a.node_id for a in list_actors(address, filters=[("class_name", "=", "RayTrainWorker")],
+                                                       limit=10000)}
 
 
 def _curves(client, run) -> dict[str, dict[int, float]]:
