@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from sklearn.datasets import load_digits, load_sample_images
 
 from ardm.data.dataset import DataError, ImageDataset, split_indices
 
@@ -14,6 +13,10 @@ PATCH_SIZES = (8, 16, 32)
 
 @functools.lru_cache(maxsize=1)
 def _digits() -> np.ndarray:
+    # Imported here, not at the top: scikit-learn (with SciPy) takes seconds to import, and every Ray
+    # worker process imports this package, most of them never reading the embedded data.
+    from sklearn.datasets import load_digits
+
     images = load_digits().images.astype(np.uint8)[:, None]  # (1797, 1, 8, 8), values 0..16
     images.flags.writeable = False  # shared by every caller through the cache
     return images
@@ -22,6 +25,8 @@ def _digits() -> np.ndarray:
 @functools.lru_cache(maxsize=len(PATCH_SIZES))
 def _patches(patch: int) -> np.ndarray:
     # load_sample_images decodes two JPEGs; the cache keeps that to once per process and patch size.
+    from sklearn.datasets import load_sample_images  # imported here: see _digits
+
     parts = []
     for photo in load_sample_images().images:  # china.jpg, flower.jpg: uint8 (427, 640, 3)
         rows, cols = photo.shape[0] // patch, photo.shape[1] // patch
