@@ -30,7 +30,7 @@ from ardm.compression.coder import (
     known_chunks,
 )
 from ardm.data import load_dataset
-from tests.support.reference import tiny_ardm, unet_model
+from tests.support.reference import coded_tiny_images, tiny_ardm, unet_model
 
 # (K, b, parameterization, shape): OA; upscale with K a power of b; upscale with impossible digits.
 MODELS = [(16, 16, "data", (1, 2, 3)), (16, 2, "data", (1, 2, 3)), (10, 3, "direct", (1, 2, 2)),
@@ -148,9 +148,7 @@ def test_deterministic_torch_restores_settings():
 
 @pytest.fixture(scope="module")
 def coded():
-    model = tiny_ardm(10, 3, "data", shape=(1, 2, 2))
-    images = np.random.default_rng(0).integers(0, 10, (6, 1, 2, 2)).astype(np.uint8)
-    return model, images, compress(model, images, budget_policy(6, 3, 4, "naive"), order_seed=2, batch_size=4)
+    return coded_tiny_images(6, batch_size=4)
 
 
 def test_wrong_model_is_refused(coded):

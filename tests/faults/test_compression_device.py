@@ -6,28 +6,23 @@ check runs before any CUDA call.)"""
 import dataclasses
 import os
 
-import numpy as np
 import pytest
 import torch
 
 from ardm.compression import (
     CompressionError,
-    budget_policy,
-    compress,
     decompress,
     fingerprint,
     read_container,
     write_container,
 )
 from ardm.compression.coder import deterministic_torch, prepare_cuda_determinism
-from tests.support.reference import tiny_ardm
+from tests.support.reference import coded_tiny_images
 
 
 @pytest.fixture(scope="module")
 def coded():
-    model = tiny_ardm(10, 3, "data", shape=(1, 2, 2))
-    images = np.random.default_rng(0).integers(0, 10, (3, 1, 2, 2)).astype(np.uint8)
-    return model, images, compress(model, images, budget_policy(6, 3, 4, "naive"), order_seed=2, batch_size=2)
+    return coded_tiny_images(3, batch_size=2)
 
 
 def test_cuda_coding_needs_a_deterministic_cublas_workspace(monkeypatch):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -160,3 +161,14 @@ def checkpoint_of(model: ARDM, path) -> object:
     ema = {f"module.{k}": v for k, v in model.state_dict().items()} | {"n_averaged": torch.tensor(1)}
     return save_checkpoint({"model_spec": model.spec.to_dict(), "model": model.state_dict(), "ema": ema, "step": 1},
                            path)
+
+
+def coded_tiny_images(count: int, batch_size: int) -> tuple[ARDM, np.ndarray, object]:
+    """(model, images, CompressionResult): `count` random 2x2 images (K = 10) compressed by a tiny b = 3
+    model at 4 calls with the naive policy: the coded file the container and device tests take apart."""
+    from ardm.compression import budget_policy, compress
+
+    model = tiny_ardm(10, 3, "data", shape=(1, 2, 2))
+    images = np.random.default_rng(0).integers(0, 10, (count, 1, 2, 2)).astype(np.uint8)
+    return model, images, compress(model, images, budget_policy(6, 3, 4, "naive"), order_seed=2,
+                                   batch_size=batch_size)
