@@ -82,8 +82,8 @@ def test_a_non_finite_loss_is_retried_then_fails_its_run_and_keeps_the_last_chec
     _, _, client, _, by_lr, root = failed_sweep
     run = by_lr[NAN_LR]
     reason = run.data.tags[names.FAILURE_REASON_TAG]
-    found = re.match(r"NonFiniteLossError: non-finite training loss at step (\d+) \(loss=\S+, grad_norm=\S+\)",
-                     reason)
+    found = re.fullmatch(r"NonFiniteLossError: non-finite training loss at step (\d+) \(loss=\S+, grad_norm=\S+\); "
+                         r"last good checkpoint: (.+)", reason)
     assert run.info.status == "FAILED" and found and int(found[1]) == 2, reason
     attempts = [m.step for m in client.get_metric_history(run.info.run_id, names.TRIAL_ATTEMPT)]
     assert attempts == [1, 2], "one try and trial_max_failures = 1 retry"
@@ -92,6 +92,9 @@ def test_a_non_finite_loss_is_retried_then_fails_its_run_and_keeps_the_last_chec
     kept = root / "train" / run.data.tags[names.TRIAL_TAG] / "latest" / "checkpoint.pt"
     payload = load_checkpoint(kept)
     assert payload["step"] == 1 and _finite(payload)
+    # The reason names that checkpoint on the sweep's storage, not the worker's scratch copy (deleted).
+    named = Path(found[2])
+    assert named.is_file() and named.samefile(kept), reason
 
 
 def test_a_failed_post_processing_keeps_the_trials_checkpoint_and_metrics(failed_sweep) -> None:
