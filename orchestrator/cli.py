@@ -4,8 +4,10 @@ prints; bad input ends with one line on stderr and exit code 2 (orchestrator/exi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -326,11 +328,14 @@ def parser() -> argparse.ArgumentParser:
 
 def _dispatch(args: argparse.Namespace) -> int:
     """Run the parsed command, with the options every command reads the same way resolved first."""
-    if getattr(args, "checkpoint", None):  # every command's --checkpoint may name an MLflow run or model
-        args.checkpoint = local_checkpoint(args.checkpoint)
-    if "device" in vars(args):
-        args.device = choose_device(args.device)
-    return args.func(args)
+    with contextlib.ExitStack() as scope:
+        if getattr(args, "checkpoint", None):  # every command's --checkpoint may name an MLflow run or model
+            # A checkpoint downloaded from MLflow is the command's own copy, removed when it ends.
+            scratch = Path(scope.enter_context(tempfile.TemporaryDirectory(prefix="ardm-checkpoint-")))
+            args.checkpoint = local_checkpoint(args.checkpoint, scratch)
+        if "device" in vars(args):
+            args.device = choose_device(args.device)
+        return args.func(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -80,10 +80,10 @@ def _use_store(uri: str) -> None:
     mlflow.set_registry_uri(uri)
 
 
-def local_checkpoint(ref: str, tracking_uri: str | None = None) -> str:
+def local_checkpoint(ref: str, download_to: Path, tracking_uri: str | None = None) -> str:
     """A checkpoint reference (see the module docstring) as a path or URI that load_model reads:
-    MLflow references are downloaded into a temporary folder. A reference MLflow cannot resolve is
-    a TrackingError naming it and the store."""
+    MLflow references are downloaded into `download_to` (the caller's folder: it decides how long the
+    copy lives). A reference MLflow cannot resolve is a TrackingError naming it and the store."""
     if not (ref.startswith(_MLFLOW_URI) or (_RUN_ID.match(ref) and not Path(ref).exists())):
         return ref
     uri = resolve_tracking_uri(tracking_uri)
@@ -91,8 +91,9 @@ def local_checkpoint(ref: str, tracking_uri: str | None = None) -> str:
     artifact = f"runs:/{ref}/{names.CHECKPOINT_ARTIFACT}" if _RUN_ID.match(ref) else ref
     _use_store(uri)
     try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact, dst_path=tempfile.mkdtemp(
-            prefix="ardm-checkpoint-"), tracking_uri=uri, registry_uri=uri))
+        download_to.mkdir(parents=True, exist_ok=True)
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact, dst_path=str(download_to),
+                                                         tracking_uri=uri, registry_uri=uri))
     except (MlflowException, OSError) as err:
         raise TrackingError(f"{ref}: not found at {redact(uri)} ({one_line(err, 200)})") from None
     if local.is_dir():

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -47,21 +46,16 @@ import ray
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from ardm.budgets import BudgetCurve, budget_policies, curve_row, measure_budget, save_budget_curve
+from ardm.budgets import BudgetCurve, budget_policies, curve_row, save_budget_curve
 from ardm.checkpoint import check_data_fits, load_checkpoint, load_model, trained_data
-from ardm.compression import choose_order, compressed_bpd
-from ardm.compression.baselines import baseline_bpd
 from ardm.config import ConfigError
 from ardm.data import load_dataset
-from ardm.device import choose_device
 from ardm.evaluate import Estimate
-from ardm.images import full_grid
 from ardm.modality import unit_abbreviation
-from ardm.samples import save_samples
-from ardm.sampling import sample
-from ardm.storage import filesystem, is_uri, read_file, read_json, write_atomic
+from ardm.storage import is_uri, read_file, read_json
 from ardm.tables import model_identity
 from orchestrator import layout, names
+from orchestrator.budget_tasks import compress_budget_task, measure_budget_task
 from orchestrator.cluster import connect_ray
 from orchestrator.config import PostprocessSection
 from orchestrator.models import local_checkpoint
@@ -79,54 +73,6 @@ class Postprocessed:
     metrics: dict[str, float]
     curves: dict[str, dict[int, float]]
     folder: Path
-
-
-def _test_images(data: str, count: int, seed: int):
-    """The test images whose bpd (and compressed size) is measured: `count` (0: all) spread over the split."""
-    return load_dataset(data, "test").subset(count, seed)[0]
-
-
-@ray.remote(max_retries=3)
-def _measure_budget(checkpoint: str, data: str, budget: int, policies: dict[str, list[list[int]]],
-                    settings: dict, seed: int, out: str) -> dict:
-    """Measure each policy of one budget on the test images (ardm.budgets.measure_budget) and draw
-    a sample grid; write both."""
-    model = load_model(checkpoint, ema=True, map_location=choose_device())
-    images = _test_images(data, settings["max_images"], seed)
-    measured = measure_budget(model, images, policies, settings["orders_per_image"], seed=seed)
-    if settings["sample_grid"]:
-        count, columns = full_grid(settings["sample_grid"])
-        grid = sample(model, count, policy=policies["optimal"], seed=seed)
-        modality = model.spec.modality
-        with tempfile.TemporaryDirectory() as scratch:
-            file = save_samples(grid, model.spec, Path(scratch) / names.sample_grid_file(budget, modality),
-                                reference=images[:columns],
-                                title=f"{model.upscaler}: budget {budget} calls, optimal policy")
-            fs, path = filesystem(layout.sample_grid(out, budget, modality))
-            write_atomic(fs, path, file.read_bytes())
-    result = {"budget": budget, "policies": policies,
-              "measured": {name: est.to_dict() for name, est in measured.items()}}
-    fs, path = filesystem(layout.budget_result(out, budget))
-    write_atomic(fs, path, json.dumps(result).encode())
-    return result
-
-
-@ray.remote(max_retries=3)
-def _compress_budget(checkpoint: str, data: str, budget: int, policy: list[list[int]], settings: dict,
-                     seed: int, out: str) -> dict:
-    """Compress test images under one budget's optimal policy, the order chosen on training images,
-    and the same images with PNG and WebP-lossless; write and return {"budget", "policy",
-    "settings", "order_seed", "bpd", "bits", "baselines"}."""
-    model = load_model(checkpoint, ema=True)  # on the CPU: the coder needs reproducible floats
-    order_images = load_dataset(data, "train").subset(settings["order_images"], seed)[0]
-    order = choose_order(model, order_images, policy, settings["orders"])
-    images = _test_images(data, settings["max_images"], seed)
-    bpd, bits = compressed_bpd(model, images, policy, order.seed)
-    result = {"budget": budget, "policy": policy, "settings": settings, "order_seed": order.seed, "bpd": bpd,
-              "bits": bits.tolist(), "baselines": baseline_bpd(images)}
-    fs, path = filesystem(layout.compression_result(out, budget))
-    write_atomic(fs, path, json.dumps(result).encode())
-    return result
 
 
 def postprocess_checkpoint(
@@ -159,7 +105,7 @@ def postprocess_checkpoint(
     )
     budgets = sorted({*budgets, model.num_steps})  # every budget's excess is over the full one
     policies = budget_policies(table.matrix("nll_bits"), sorted({*budgets, *compress_at}), settings.sort_decreasing)
-    task = _measure_budget.options(num_gpus=1 if use_gpu else 0, num_cpus=1, scheduling_strategy=OUTSIDE_TRIAL)
+    task = measure_budget_task.options(num_gpus=1 if use_gpu else 0, num_cpus=1, scheduling_strategy=OUTSIDE_TRIAL)
     task_settings = {k: getattr(settings, k) for k in ("max_images", "orders_per_image", "sample_grid")}
     results, pending = {}, []
     compression = asdict(settings.compression) | {"budgets": None}
@@ -169,7 +115,7 @@ def postprocess_checkpoint(
         if done is not None and done["policy"] == policies[budget, "optimal"] and done["settings"] == compression:
             compressed[budget] = done
         else:
-            compressing.append(_compress_budget.options(num_cpus=1, scheduling_strategy=OUTSIDE_TRIAL).remote(
+            compressing.append(compress_budget_task.options(num_cpus=1, scheduling_strategy=OUTSIDE_TRIAL).remote(
                 checkpoint, data, budget, policies[budget, "optimal"], compression, seed, work))
     for budget in budgets:
         wanted = {name: starts for (b, name), starts in policies.items() if b == budget}
@@ -242,12 +188,12 @@ class Target:
 
 
 def find_target(run: str, tracking_uri: str, download_to: Path) -> Target:
-    """RUN as a checkpoint path/URI (runs:/ and models:/ too, orchestrator.models), or as an MLflow
-    run id at `tracking_uri` whose checkpoint is
-    its ardm.checkpoint tag (or, where that path is not readable here, its checkpoint artifact,
-    downloaded into `download_to`)."""
+    """RUN as a checkpoint path/URI (runs:/ and models:/ too, orchestrator.models, downloaded into
+    `download_to`), or as an MLflow run id at `tracking_uri` whose checkpoint is its ardm.checkpoint
+    tag (or, where that path is not readable here, its checkpoint artifact, downloaded into
+    `download_to`)."""
     if run.startswith(("runs:/", "models:/")):
-        run = local_checkpoint(run, tracking_uri)
+        run = local_checkpoint(run, download_to, tracking_uri)
     if is_uri(run) or Path(run).exists():
         return Target(checkpoint=run, data=trained_data(load_checkpoint(run)))
     check_tracking(tracking_uri)

@@ -3,7 +3,8 @@ node would lose it).
 
 Ray retries the task (max_retries=3); the post-processing run finishes and its metrics equal,
 number for number, those of an undisturbed run of the same checkpoint and settings. Both the
-step-table range tasks and the per-budget measurement tasks are killed in turn.
+step-table range tasks and the per-budget measurement tasks are killed in turn, and a whole node is
+lost while it runs a table task (`Cluster.remove_node`: its raylet and every process on it killed).
 
 The killer does not rely on Ray's state API to find the task: that reports with a delay, so a task
 could finish before it was ever listed as running. A Ray worker names its process `ray::<task>`
@@ -17,8 +18,12 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterator
 
 import pytest
+import ray
+from ray._raylet import RAY_NODE_ID_KEY
+from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.state import list_tasks, list_workers
 
 from orchestrator.config import PostprocessSection
@@ -35,11 +40,16 @@ POLL_S = 0.02  # the killer's pace: a task runs for far longer than this
 STATE_TIMEOUT_S = 300.0  # a safety net for the state API to catch up, not a timing that matters
 
 
-def _kill_one_running(name: str, killed: list[int], stop: threading.Event) -> None:
-    """Until `stop`, or until one is killed: SIGKILL the worker process of a task `name` caught
-    running in this test's Ray cluster, and note its pid. A process titled `ray::<name>` is stopped
-    first and killed only if its title still says so once it has stopped, i.e. if it is still inside
-    the task."""
+def _kill(pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
+
+
+def _kill_one_running(name: str, killed: list[int], stop: threading.Event, fault: Callable[[int], None] = _kill
+                      ) -> None:
+    """Until `stop`, or until one is hit: apply `fault` (by default SIGKILL) to the worker process of a
+    task `name` caught running in this test's Ray cluster, and note its pid. A process titled
+    `ray::<name>` is stopped first and hit only if its title still says so once it has stopped, i.e.
+    if it is still inside the task."""
     name = f"ray::{name}"
     while not stop.is_set():
         for pid in own_processes(name):
@@ -50,7 +60,7 @@ def _kill_one_running(name: str, killed: list[int], stop: threading.Event) -> No
                 while stat(pid)[:1] in (["R"], ["S"], ["D"]):
                     pass  # the stop takes effect within microseconds (after a disk wait, at most)
                 if title(pid) == name:
-                    os.kill(pid, signal.SIGKILL)
+                    fault(pid)
                     killed.append(pid)
                     return
                 os.kill(pid, signal.SIGCONT)  # it finished its task just before the stop: leave it
@@ -88,7 +98,7 @@ def undisturbed(ray_cluster, trained_digits, tmp_path_factory):
     return ckpt, (done.metrics, done.curves)
 
 
-@pytest.mark.parametrize("task", ["_table_range", "_measure_budget"])
+@pytest.mark.parametrize("task", ["_table_range", "measure_budget_task"])
 def test_a_killed_task_is_retried_and_changes_no_number(ray_cluster, undisturbed, task, tmp_path):
     ckpt, expected = undisturbed
     killed, stop = [], threading.Event()
@@ -105,4 +115,51 @@ def test_a_killed_task_is_retried_and_changes_no_number(ray_cluster, undisturbed
     assert lost, f"no running {task} task was hit: {[(a.attempt_number, a.state, a.worker_id) for a in attempts]}"
     for task_id in lost:
         assert any(a.task_id == task_id and a.state == "FINISHED" for a in attempts), "a lost task was not retried"
+    assert (result.metrics, result.curves) == expected
+
+
+@contextlib.contextmanager
+def _tasks_only_on_a_new_node(cluster) -> Iterator[object]:
+    """A node added to the session's cluster, the only one with CPUs free for tasks while the block
+    runs until `release` (placement groups hold every other node's free CPUs); removed at the end if
+    still there. Yields (node, release)."""
+    free = ray._private.state.available_resources_per_node()
+    holds = [placement_group([{"CPU": res["CPU"]}], bundle_label_selector=[{RAY_NODE_ID_KEY: node_id}])
+             for node_id, res in free.items() if res.get("CPU", 0) >= 1]
+    ray.get([hold.ready() for hold in holds])
+    node = cluster.add_node(num_cpus=2)
+    cluster.wait_for_nodes()
+
+    def release() -> None:
+        while holds:
+            remove_placement_group(holds.pop())
+
+    try:
+        yield node, release
+    finally:
+        release()
+        if node in cluster.worker_nodes:  # the session's cluster as it was: later tests count its CPUs
+            cluster.remove_node(node)
+
+
+def test_a_node_lost_mid_table_task_is_retried_elsewhere_and_changes_no_number(ray_cluster, undisturbed, tmp_path):
+    ckpt, expected = undisturbed
+    with _tasks_only_on_a_new_node(ray_cluster) as (node, release):
+        def lose_the_node(pid: int) -> None:
+            """The task runs on the new node (no other has a CPU free): the node goes, with every process on
+            it; the retries find the other nodes' CPUs free."""
+            ray_cluster.remove_node(node)
+            os.kill(pid, signal.SIGKILL)  # stopped above: it is not there to exit with its raylet
+            release()
+
+        hit, stop = [], threading.Event()
+        loser = threading.Thread(target=_kill_one_running, args=("_table_range", hit, stop, lose_the_node))
+        loser.start()
+        try:
+            result = postprocess_checkpoint(ckpt, "digits", str(tmp_path / "pp"), SETTINGS, seed=3)
+        finally:
+            stop.set()
+            loser.join()
+    assert hit, "no _table_range task was seen running on the new node"
+    assert node not in ray_cluster.worker_nodes
     assert (result.metrics, result.curves) == expected

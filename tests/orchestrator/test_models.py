@@ -1,6 +1,9 @@
 """Trained models in MLflow: a trial's checkpoint as a LoggedModel (registered on request), and every
 MLflow form of --checkpoint resolved to the same weights, through the CLI as well."""
 
+import tempfile
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -38,20 +41,23 @@ def test_the_logged_model_is_linked_to_its_run_and_metrics(logged):
 
 @pytest.mark.parametrize("form", ["runs:/{run}/checkpoint/checkpoint.pt", "models:/{model}", "models:/ardm-digits/1",
                                   "models:/ardm-digits@best", "{run}"])
-def test_every_mlflow_reference_gives_the_same_weights(logged, form):
+def test_every_mlflow_reference_gives_the_same_weights(logged, form, tmp_path):
     uri, run_id, model_id, original, _ = logged
-    path = local_checkpoint(form.format(run=run_id, model=model_id), uri)
+    path = local_checkpoint(form.format(run=run_id, model=model_id), tmp_path, uri)
+    assert tmp_path in Path(path).parents  # downloaded where the caller said
     again = load_model(path, ema=True)
     for (name, a), (_, b) in zip(original.state_dict().items(), again.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
 
 
-def test_cli_takes_mlflow_references_and_refuses_bad_ones_in_one_line(logged, monkeypatch, capsys):
+def test_cli_takes_mlflow_references_and_refuses_bad_ones_in_one_line(logged, monkeypatch, capsys, tmp_path):
     uri = logged[0]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the command's download goes
     args = ["--data", "digits", "--max-images", "4", "--samples-per-image", "1"]
     assert main(["evaluate", "--checkpoint", "models:/ardm-digits@best", *args]) == 0
     assert "negative ELBO" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == [], "the downloaded checkpoint outlived the command"
     for bad in ("models:/ardm-digits/7", "models:/no-such-model/1", f"runs:/{'0' * 32}/checkpoint/checkpoint.pt"):
         assert main(["evaluate", "--checkpoint", bad, *args]) == 2
         err = capsys.readouterr().err
