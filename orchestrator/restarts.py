@@ -11,7 +11,9 @@ timeout.
 
 from __future__ import annotations
 
+import pickle
 import warnings
+from typing import TYPE_CHECKING
 
 import ray
 from ray.exceptions import RayActorError
@@ -20,10 +22,11 @@ from ray.train.v2._internal.execution.callback import ControllerCallback, Worker
 from ray.train.v2._internal.execution.controller.state import RestartingState
 from ray.train.v2.api.exceptions import ControllerError, PreemptionError, WorkerGroupError
 
-from orchestrator import names
-from orchestrator.config import FailureSection
 from orchestrator.messages import describe
-from orchestrator.tracking import SweepTracker
+
+if TYPE_CHECKING:  # at run time only where a restart is logged: see RestartLog
+    from orchestrator.config import FailureSection
+    from orchestrator.tracking import SweepTracker
 
 
 class RestartLog(ControllerCallback, WorkerGroupCallback):
@@ -32,10 +35,14 @@ class RestartLog(ControllerCallback, WorkerGroupCallback):
     Ray Train's public UserCallback sees worker errors only, not a preemption; its controller and
     worker-group callbacks (developer API, passed through RunConfig.callbacks) see every restart and
     where each rank ran. Tracking never stops training: a failed log call is a warning.
+
+    The controller's process unpickles this callback when every trial starts, and most trials never
+    restart: the tracker travels pickled inside it and the tracking modules (MLflow, torch: seconds of
+    CPU per process) are imported at the first restart, not at the trial's start.
     """
 
     def __init__(self, tracker: SweepTracker, run_id: str) -> None:
-        self.tracker, self.run_id = tracker, run_id
+        self._tracker, self.run_id = pickle.dumps(tracker), run_id
         self.nodes: dict[int, tuple[str, str]] = {}  # world rank -> (node id, node IP) of the running group
         self.restarts: int | None = None  # this trial's restarts so far (earlier Tune attempts included)
 
@@ -46,14 +53,17 @@ class RestartLog(ControllerCallback, WorkerGroupCallback):
     def after_controller_state_update(self, previous_state, current_state) -> None:
         if not isinstance(current_state, RestartingState):
             return
+        from orchestrator import names
+
         cause = restart_cause(current_state.training_failed_error, self.nodes)
         try:
+            tracker: SweepTracker = pickle.loads(self._tracker)
             if self.restarts is None:  # a retried trial goes on counting where its earlier attempt stopped
-                logged = self.tracker.client.get_run(self.run_id).data.metrics
+                logged = tracker.client.get_run(self.run_id).data.metrics
                 self.restarts = int(logged.get(names.TRAIN_RESTARTS, 0))
             self.restarts += 1
-            self.tracker.log_metrics(self.run_id, {names.TRAIN_RESTARTS: self.restarts}, step=self.restarts)
-            self.tracker.set_tags(self.run_id, {names.RESTART_CAUSE_TAG: cause})
+            tracker.log_metrics(self.run_id, {names.TRAIN_RESTARTS: self.restarts}, step=self.restarts)
+            tracker.set_tags(self.run_id, {names.RESTART_CAUSE_TAG: cause})
         except Exception as err:
             warnings.warn(f"run {self.run_id}: restart not logged to MLflow ({describe(err)}): {cause}",
                           stacklevel=1)
@@ -95,6 +105,8 @@ def failure_reason_after_restart(err: BaseException, tracker: SweepTracker, run_
     """The trial's failure reason. When Ray Train gave up starting a restarted group (a controller
     error), the restart's cause logged to the run (which node was lost) comes first, then why;
     else `reason` as it is. Ray's own message would name its timeout, not the node."""
+    from orchestrator import names
+
     if not isinstance(err, ControllerError):
         return reason
     try:
