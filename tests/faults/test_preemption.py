@@ -10,6 +10,7 @@ drained node.
 
 import pyarrow.parquet as pq
 import pytest
+from mlflow import MlflowClient
 
 from orchestrator.cli import main
 from tests.support.nodes import ONE_WORKER_ON_AN_ADDED_NODE, drain_for_preemption
@@ -18,7 +19,14 @@ from tests.support.sweep_files import sweep_runs, write_sweep
 pytestmark = pytest.mark.slow
 
 DEADLINE_S = 15  # the notice's lead: Ray Train polls drains every 5 s
-STEPS = 240  # more than an idle machine trains in the notice's first 5 s
+STEPS = 240  # more than an idle machine trains in the notice's first 5 s after the first logged step
+
+
+def _trains(mlflow_server: str) -> bool:
+    """The trial's run has a training step logged."""
+    if MlflowClient(mlflow_server).get_experiment_by_name("preempted") is None:
+        return False
+    return any("train_bpd" in run.data.metrics for run in sweep_runs(mlflow_server, "preempted")[2])
 
 
 def test_preempted_node_checkpoints_and_resumes_elsewhere_repeating_no_step(node_fault, mlflow_server, tmp_path):
@@ -27,9 +35,10 @@ def test_preempted_node_checkpoints_and_resumes_elsewhere_repeating_no_step(node
     config = ONE_WORKER_ON_AN_ADDED_NODE | {"failure": failure,
                                              "train": ONE_WORKER_ON_AN_ADDED_NODE["train"] | {"steps": STEPS}}
     path = write_sweep(tmp_path, "preempted", config, mlflow_server)
-    # As soon as the worker runs: Ray Train polls for drains every 5 s, and the notice must come before
-    # the last step; the worker's own checkpoint at the notice is what the restart resumes from.
-    with node_fault(2, drain_for_preemption(DEADLINE_S), "preempted", at_once=True) as fault:
+    # As soon as the worker trains (it logged a step): Ray Train polls for drains every 5 s, and the notice
+    # must come before the last step; the worker's own checkpoint at the notice is what the restart resumes
+    # from. Not before: a worker still starting (imports, on a loaded machine) may outlast the deadline.
+    with node_fault(2, drain_for_preemption(DEADLINE_S), "preempted", when=lambda: _trains(mlflow_server)) as fault:
         assert main(["sweep", str(path)]) == 0
     assert fault.hit, "no node was drained"
     (node_id, ip), = fault.hit

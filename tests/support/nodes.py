@@ -60,11 +60,13 @@ def _alive(class_name: str) -> list[dict]:
 class NodeFault:
     """Adds `nodes` nodes of WORKER_CPUS CPUs, held by placement groups; on a thread, once the trial's Train
     controller runs, frees them, and applies `fault(cluster, node)` to the node hosting the trial's Train
-    worker: once Ray Train registered a checkpoint of the trial under `train_dir` (a restart has one to
-    resume from), or with `at_once`, as soon as the worker runs."""
+    worker once `when()` holds: by default once Ray Train registered a checkpoint of the trial under
+    `train_dir` (a restart has one to resume from)."""
 
-    def __init__(self, cluster, nodes: int, train_dir: Path, fault: Callable, at_once: bool = False) -> None:
-        self.cluster, self.count, self.train_dir, self.fault, self.at_once = cluster, nodes, train_dir, fault, at_once
+    def __init__(self, cluster, nodes: int, train_dir: Path, fault: Callable,
+                 when: Callable[[], bool] | None = None) -> None:
+        self.cluster, self.count, self.train_dir, self.fault = cluster, nodes, train_dir, fault
+        self.when = when or self._checkpoint_registered
         self.added: list = []
         self.placeholders: list = []
         self.hit: list[tuple[str, str]] = []  # (node id, IP) of the node the fault befell
@@ -79,7 +81,7 @@ class NodeFault:
                 return
             self._free()
             self._note("controller up, added nodes freed")
-            if not _wait(self._time_for_the_fault, self.stop):
+            if not _wait(self.when, self.stop):
                 return
             worker = _wait(lambda: _alive("RayTrainWorker"), self.stop)[0]
             node = next(n for n in self.added if n.node_id == worker["Address"]["NodeID"])
@@ -90,9 +92,9 @@ class NodeFault:
         except BaseException as err:  # the test fails with it, not a silent thread
             self.errors.append(err)
 
-    def _time_for_the_fault(self) -> bool:
-        """With at_once, now; else once Ray Train registered a checkpoint (it then writes its snapshot)."""
-        return self.at_once or any(self.train_dir.glob("*/checkpoint_manager_snapshot.json"))
+    def _checkpoint_registered(self) -> bool:
+        """Ray Train registered a checkpoint of the trial (it then writes its snapshot)."""
+        return any(self.train_dir.glob("*/checkpoint_manager_snapshot.json"))
 
     def _note(self, event: str) -> None:
         self.events.append(f"{time.strftime('%H:%M:%S')} {event}")
@@ -143,8 +145,8 @@ def drain_for_preemption(deadline_s: int) -> Callable:
 
 @pytest.fixture
 def node_fault(ray_cluster, tmp_path) -> Iterator[Callable[..., NodeFault]]:
-    """make(nodes, fault, sweep name, at_once) -> a NodeFault on the session's cluster, for `with`."""
-    def make(nodes: int, fault: Callable, sweep: str, at_once: bool = False) -> NodeFault:
-        return NodeFault(ray_cluster, nodes, tmp_path / "storage" / sweep / "train", fault, at_once)
+    """make(nodes, fault, sweep name, when) -> a NodeFault on the session's cluster, for `with`."""
+    def make(nodes: int, fault: Callable, sweep: str, when: Callable[[], bool] | None = None) -> NodeFault:
+        return NodeFault(ray_cluster, nodes, tmp_path / "storage" / sweep / "train", fault, when)
 
     yield make
