@@ -11,6 +11,7 @@ from ardm.model import ModelSpec, build_ardm
 from ardm.networks import get_preset
 from ardm.train import TrainConfig, train
 from tests.support.mlflow_server import mlflow_server  # noqa: F401  (session fixture: a real `mlflow server` process)
+from tests.support.submitted_sweep import submitted_text_sweep  # noqa: F401  (session fixture: a sweep run as ray submit runs it)
 
 # The markers a test gets from the session fixtures it uses, directly or through another fixture.
 FIXTURE_MARKERS = {"ray_cluster": "ray", "mlflow_server": "mlflow"}

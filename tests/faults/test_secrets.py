@@ -1,10 +1,11 @@
 """Fault: credentials in the environment, in a sweep started the way `ray submit` starts it on a
-cluster (and the way cluster.yaml exports its variables there): the sweep file copied alone into a
-home folder and run as `python FILE.yaml --set ...` through the installed launcher, with cloud keys,
-tokens and passwords in its driver's environment and, through the job's runtime environment, in
-every Ray worker's. The sweep runs with the overrides, and none of the values may reach what the
-sweep and the tracking store write: the sweep's storage (Tune's state, checkpoints,
-post-processing, the tracking outbox, the report) and the MLflow server's database and artifacts.
+cluster (and the way cluster.yaml exports its variables there): the session's submitted text sweep
+(tests/support/submitted_sweep.py), run as `python FILE.yaml --set ...` through the installed
+launcher from a home folder, with cloud keys, tokens and passwords in its driver's environment and,
+through the job's runtime environment, in every Ray worker's. The sweep runs with the overrides, and
+none of the values may reach what the sweep and the tracking store write: the sweep's storage (Tune's
+state, checkpoints, post-processing, the tracking outbox, the report) and the MLflow server's database
+and artifacts.
 
 The tracking URI comes from MLFLOW_TRACKING_URI with a password in it, as a server behind basic auth
 or a database backend is named: before the fix that password was written to sweep.json and to the
@@ -17,30 +18,18 @@ metadata, zip archives (torch checkpoints) and gzip files, whose compression wou
 from __future__ import annotations
 
 import gzip
-import json
-import os
-import subprocess
-import sys
-import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
-from orchestrator.launcher import install_launcher
-from tests.support.sweep_files import TINY, sweep_runs, write_sweep
+from tests.support.submitted_sweep import NAME, OVERRIDES
+from tests.support.sweep_files import sweep_runs
 
 pytestmark = pytest.mark.slow
 
-SECRET_VARIABLES = [
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_STORAGE_KEY",
-    "AZURE_CLIENT_SECRET", "GOOGLE_API_KEY", "HF_TOKEN", "GITHUB_TOKEN", "WANDB_API_KEY",
-    "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "DATABRICKS_TOKEN",
-    "PGPASSWORD", "ARDM_DB_PASSWORD",
-]
 
 
 def _contents(path: Path) -> Iterator[tuple[str, bytes]]:
@@ -71,36 +60,14 @@ def _leaks(folders: list[Path], secrets: dict[str, str]) -> list[str]:
     return found
 
 
-def test_a_submitted_sweep_writes_no_credentials(ray_cluster, mlflow_server, tmp_path, tmp_path_factory):
-    secrets = {name: f"ardm-canary-{name.lower()}-{uuid.uuid4().hex}" for name in [*SECRET_VARIABLES, "URI_PASSWORD"]}
-    name = "secrets"
-    written = write_sweep(tmp_path, name, TINY, mlflow_server)
-    home = tmp_path / "home"  # `ray submit` copies the file alone to the head's home folder
-    home.mkdir()
-    (home / written.name).write_text(yaml.safe_dump({k: v for k, v in yaml.safe_load(written.read_text()).items()
-                                                     if k != "tracking"}))
-    written.unlink()
-    install_launcher()
-    # The tracking URI comes from the environment:
-    # the server's, with a password in it, as a server behind basic auth or a database backend is named
-    variables = {**{k: v for k, v in secrets.items() if k != "URI_PASSWORD"},
-                 "MLFLOW_TRACKING_URI": mlflow_server.replace("://", f"://ardm:{secrets['URI_PASSWORD']}@", 1)}
-    env = {**os.environ, **variables, "RAY_ADDRESS": ray_cluster.address,
-           # the job's runtime environment, as `ray job submit` passes it: every worker gets the secrets too
-           "RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps({"runtime_env": {"env_vars": variables}})}
-    driver = subprocess.run([sys.executable, written.name, "--set", "model.branching=4", "--set", "train.steps=2",
-                             "--set", "train.log_every=1"],
-                            cwd=home, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            timeout=900)
-    assert driver.returncode == 0, driver.stdout[-3000:]
-    _, parents, trials = sweep_runs(mlflow_server, name)
+def test_a_submitted_sweep_writes_no_credentials(submitted_text_sweep):
+    submitted = submitted_text_sweep
+    assert submitted.driver.returncode == 0, submitted.driver.stdout[-3000:]
+    _, parents, trials = sweep_runs(submitted.tracking, NAME)
     assert len(parents) == 1 and [r.info.status for r in trials] == ["FINISHED"]
     # One trial, as the overrides say (the file's grid has two), post-processing on but small.
-    assert trials[0].data.params["model.branching"] == "4" and trials[0].data.params["train.steps"] == "2"
-    storage = tmp_path / "storage" / name
-    assert (storage / "report").is_dir() and (storage / "tune").is_dir()
-    # The session's MLflow server keeps its database and artifacts in its own tmp folder.
-    stores = sorted(tmp_path_factory.getbasetemp().glob("mlflow_server*"))
-    assert any((store / "mlflow.db").is_file() for store in stores), stores
-    assert _leaks([storage, *stores], secrets) == []
-    assert secrets["URI_PASSWORD"] not in driver.stdout
+    assert {k: trials[0].data.params[k] for k in OVERRIDES} == OVERRIDES
+    assert (submitted.storage / "report").is_dir() and (submitted.storage / "tune").is_dir()
+    assert any((store / "mlflow.db").is_file() for store in submitted.stores), submitted.stores
+    assert _leaks([submitted.storage, *submitted.stores], submitted.secrets) == []
+    assert submitted.secrets["URI_PASSWORD"] not in submitted.driver.stdout

@@ -4,14 +4,13 @@ real two-node local Ray cluster against a real `mlflow server`, saying bits per 
 from pathlib import Path
 
 import pytest
-import yaml
 
 from ardm.config import build
 from ardm.data.text import ALPHABET
 from orchestrator import names
-from orchestrator.cli import main
 from orchestrator.config import SweepConfig, check_budgets_fit, load_sweep, resolve
-from tests.support.sweep_files import sweep_runs, write_sweep
+from tests.support.submitted_sweep import NAME
+from tests.support.sweep_files import sweep_runs
 
 SWEEPS = Path(__file__).resolve().parents[2] / "sweeps"
 
@@ -33,30 +32,25 @@ def test_text_sweep_files_load_and_their_budgets_fit():
 
 
 @pytest.mark.slow
-def test_text_demo_sweep_reports_bits_per_character(ray_cluster, mlflow_server, tmp_path, capsys):
+def test_text_demo_sweep_reports_bits_per_character(submitted_text_sweep, tmp_path):
     """The demo sweep file with fewer steps, sequences and samples, and only its upscaling trial (b = 3:
-    three stages over the [MASK]-token transformer): the trial finishes, its run says bits per
-    character, its budget curve runs 5 ... all steps, its samples are text, and so is the report."""
-    config = yaml.safe_load((SWEEPS / "text-demo.yaml").read_text())
-    config["model"]["branching"] = 3
-    config["train"] |= {"steps": 20, "checkpoint_every": 10, "log_every": 10}
-    config["eval"] |= {"samples_per_image": 1, "max_images": 16}
-    config["postprocess"] |= {"table_samples_per_step": 2, "table_ranges": 1, "max_images": 8, "sample_grid": 2,
-                              "budgets": [5, 20, "full"]}
-    path = write_sweep(tmp_path, "text-demo", config, mlflow_server)
-    assert main(["sweep", str(path)]) == 0
-    out = capsys.readouterr().out
+    three stages over the [MASK]-token transformer), submitted as `ray submit` runs it
+    (tests/support/submitted_sweep.py): the trial finishes, its run says bits per character, its budget
+    curve runs 5 ... all steps, its samples are text, and so is the report."""
+    out = submitted_text_sweep.driver.stdout
+    assert submitted_text_sweep.driver.returncode == 0, out[-3000:]
     assert " bpc\n" in out and " bpd\n" not in out
-    client, parents, trials = sweep_runs(mlflow_server, "text-demo")
+    client, parents, trials = sweep_runs(submitted_text_sweep.tracking, NAME)
     (run,) = trials
     assert run.info.status == "FINISHED", run.data.tags.get(names.FAILURE_REASON_TAG)
+    assert run.data.params["model.branching"] == "3"
     assert run.data.tags[names.UNIT_TAG] == "bits per character"
     measured = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "bpd_measured")}
     assert sorted(measured) == [5, 20, 3 * 64] and all(0 < v < 10 for v in measured.values())
     samples = Path(client.download_artifacts(run.info.run_id, names.sample_grid(5, "text"), str(tmp_path)))
     lines = samples.read_text().splitlines()
     assert len(lines) == 2 and all(len(line) == 64 and set(line) <= set(ALPHABET) for line in lines)
-    report = tmp_path / "storage" / "text-demo" / "report"
+    report = submitted_text_sweep.storage / "report"
     markdown = (report / "report.md").read_text()
     assert "budget vs bpc" in markdown and "bits per character" in markdown and "bits per dimension" not in markdown
     html = (report / "report.html").read_text()
