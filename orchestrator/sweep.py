@@ -38,7 +38,7 @@ from orchestrator.tracking import (
     resolve_tracking_uri,
     sqlite_path,
 )
-from orchestrator.trial import CHECKPOINT_RESULT, failure_reason, run_trial
+from orchestrator.trial import FINISHED_CHECKPOINT, failure_reason, run_trial
 from orchestrator.variants import param_space, variant_generator
 from orchestrator.worker import PROGRESS_COLUMNS
 
@@ -161,11 +161,17 @@ def _run_locked(sweep: Sweep, uri: str, resume: bool, verbose: bool) -> SweepOut
             ),
         )
     results = tuner.fit()  # returns (state saved) on SIGINT too: unfinished trials tell
-    unfinished = [r for r in results if r.error is None and CHECKPOINT_RESULT not in (r.metrics or {})]
+    unfinished = [r for r in results if unfinished_trial(r)]
     report = finish_sweep(tracker, parent_id, results, layout.report_folder(cfg.storage.path, cfg.sweep.name),
                           str(sweep.path), len(unfinished))
     unit = unit_abbreviation(read_manifest(data_uri).get("modality", IMAGE))
     return SweepOutcome(results=results, report=report, interrupted=bool(unfinished), unit=unit)
+
+
+def unfinished_trial(result: tune.Result) -> bool:
+    """Whether a trial neither failed nor finished (its training or post-processing was interrupted):
+    only a finished trial's last result holds FINISHED_CHECKPOINT."""
+    return result.error is None and FINISHED_CHECKPOINT not in (result.metrics or {})
 
 
 @dataclass
@@ -187,10 +193,10 @@ def format_outcome(outcome: SweepOutcome, sweep: Sweep) -> str:
         m, name = result.metrics or {}, Path(result.path).name
         if result.error is not None:
             lines.append(f"  {name:40} FAILED  {failure_reason(result.error)[:100]}")
-        elif names.TEST_BPD in m:
-            lines.append(f"  {name:40} test {m[names.TEST_BPD]:.4f} ± {m[names.TEST_BPD_STDERR]:.4f} {outcome.unit}")
-        else:
+        elif unfinished_trial(result):
             lines.append(f"  {name:40} unfinished")
+        else:
+            lines.append(f"  {name:40} test {m[names.TEST_BPD]:.4f} ± {m[names.TEST_BPD_STDERR]:.4f} {outcome.unit}")
     uri = redact(resolve_tracking_uri(sweep.base.tracking.uri))  # printed: a job's log is kept
     lines.append(f"MLflow tracking: {uri} (experiment {sweep.base.experiment!r})")
     if sqlite_path(uri) is not None:

@@ -37,7 +37,10 @@ from orchestrator.restarts import NodeLostError, RestartLog, failure_reason_afte
 from orchestrator.tracking import SweepTracker
 from orchestrator.worker import ETA, PROGRESS_COLUMNS, train_worker
 
-CHECKPOINT_RESULT = "checkpoint_path"  # in a finished trial's Tune result: its final checkpoint file
+# In a finished trial's last Tune result: its final checkpoint file, reported once post-processing is
+# done. Not Ray's "checkpoint_path", which Tune's result holds from training's last checkpoint on: a
+# trial interrupted in post-processing would then pass for finished.
+FINISHED_CHECKPOINT = "ardm_final_checkpoint"
 
 
 def run_trial(config: dict, tracker: SweepTracker, parent_id: str, data_uri: str,
@@ -127,7 +130,7 @@ def run_trial(config: dict, tracker: SweepTracker, parent_id: str, data_uri: str
     tracker.end_run(run_id, "FINISHED")
     # The last training progress too: Tune's trial table keeps only the columns of each trial's last result.
     progress = {k: v for k, v in result.metrics.items() if k in PROGRESS_COLUMNS} | {ETA: "0:00:00"}
-    tune.report({**progress, **final, CHECKPOINT_RESULT: checkpoint})
+    tune.report({**progress, **final, FINISHED_CHECKPOINT: checkpoint})
 
 
 def latest_checkpoint(cfg: SweepConfig, run_folder: str) -> str | None:

@@ -7,14 +7,18 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from ray import tune
+from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
 from ardm.checkpoint import load_model
 from ardm.config import build
 from ardm.data import load_dataset
 from ardm.evaluate import estimate_nelbo, measure_policy, paired_difference
+from orchestrator import names
 from orchestrator.cli import main
-from orchestrator.config import SweepConfig
-from orchestrator.sweep import max_concurrent_trials
+from orchestrator.config import SweepConfig, load_sweep
+from orchestrator.sweep import SweepOutcome, format_outcome, max_concurrent_trials, unfinished_trial
+from orchestrator.trial import FINISHED_CHECKPOINT
 from tests.support.sweep_files import TINY, sweep_runs, write_sweep
 
 pytestmark = pytest.mark.slow
@@ -202,3 +206,20 @@ def test_concurrent_trials_are_derived_from_the_clusters_resources(ray_cluster):
     assert concurrent(resources={"workers_per_trial": 1, "cpus_per_worker": 1},
                       sweep={"max_concurrent_trials": 7}) == 7
     assert concurrent(resources={"workers_per_trial": 1, "cpus_per_worker": 1, "gpus_per_worker": 1}) == 1
+
+
+def test_a_trial_interrupted_in_post_processing_counts_as_unfinished(tmp_path):
+    """The last Tune result of a trial whose driver got Ctrl-C while the trial post-processed holds its
+    test bpd and Ray's own `checkpoint_path` (Tune's Train callback adds it for the last Train
+    checkpoint). Such a trial is unfinished: the sweep exits 130, its parent run ends KILLED and
+    `--resume` finishes it. It used to pass for finished (exit 0, the summary showing its test bpd),
+    as the finished trial's key was Ray's."""
+    trained = {names.TEST_BPD: 4.04, names.TEST_BPD_STDERR: 0.01, CHECKPOINT_PATH_KEY: "/s/train/t/checkpoint_0"}
+    interrupted = tune.Result(metrics=trained, checkpoint=None, error=None, path="/s/tune/trial_a")
+    finished = tune.Result(metrics={**trained, FINISHED_CHECKPOINT: "/s/train/t/latest/checkpoint.pt"},
+                           checkpoint=None, error=None, path="/s/tune/trial_b")
+    failed = tune.Result(metrics=trained, checkpoint=None, error=RuntimeError("boom"), path="/s/tune/trial_c")
+    assert [unfinished_trial(r) for r in (interrupted, finished, failed)] == [True, False, False]
+    sweep = load_sweep(write_sweep(tmp_path, "interrupted", TINY, "http://127.0.0.1:9"))
+    summary = format_outcome(SweepOutcome(results=[interrupted, finished], report=None, interrupted=True), sweep)
+    assert re.search(r"trial_a +unfinished\n", summary) and re.search(r"trial_b +test 4\.0400 ± 0\.0100 bpd\n", summary)
