@@ -89,6 +89,20 @@ def _attempts(address: str, name: str, since_ms: float, lost_pid: int) -> tuple[
         time.sleep(0.5)
 
 
+def _post_process_hitting_one(ckpt: str, task: str, fault: Callable[[int], None], tmp_path):
+    """(the post-processing result, [pid hit]) of a run of SETTINGS during which `fault` befell the
+    worker process of one running task `task` (_kill_one_running, on a thread)."""
+    hit, stop = [], threading.Event()
+    hitter = threading.Thread(target=_kill_one_running, args=(task, hit, stop, fault))
+    hitter.start()
+    try:
+        result = postprocess_checkpoint(ckpt, "digits", str(tmp_path / "pp"), SETTINGS, seed=3)
+    finally:
+        stop.set()
+        hitter.join()
+    return result, hit
+
+
 @pytest.fixture(scope="module")
 def undisturbed(ray_cluster, trained_digits, tmp_path_factory):
     """(checkpoint, (metrics, curves)) of a post-processing run that nothing interrupted."""
@@ -101,15 +115,8 @@ def undisturbed(ray_cluster, trained_digits, tmp_path_factory):
 @pytest.mark.parametrize("task", ["_table_range", "measure_budget_task"])
 def test_a_killed_task_is_retried_and_changes_no_number(ray_cluster, undisturbed, task, tmp_path):
     ckpt, expected = undisturbed
-    killed, stop = [], threading.Event()
-    killer = threading.Thread(target=_kill_one_running, args=(task, killed, stop))
     since_ms = time.time() * 1000
-    killer.start()
-    try:
-        result = postprocess_checkpoint(ckpt, "digits", str(tmp_path / "pp"), SETTINGS, seed=3)
-    finally:
-        stop.set()
-        killer.join()
+    result, killed = _post_process_hitting_one(ckpt, task, _kill, tmp_path)
     assert killed, f"no {task} task was seen running"
     attempts, lost = _attempts(ray_cluster.address, task, since_ms, killed[0])
     assert lost, f"no running {task} task was hit: {[(a.attempt_number, a.state, a.worker_id) for a in attempts]}"
@@ -156,14 +163,7 @@ def test_a_node_lost_mid_table_task_is_retried_elsewhere_and_changes_no_number(r
             finally:
                 release()
 
-        hit, stop = [], threading.Event()
-        loser = threading.Thread(target=_kill_one_running, args=("_table_range", hit, stop, lose_the_node))
-        loser.start()
-        try:
-            result = postprocess_checkpoint(ckpt, "digits", str(tmp_path / "pp"), SETTINGS, seed=3)
-        finally:
-            stop.set()
-            loser.join()
+        result, hit = _post_process_hitting_one(ckpt, "_table_range", lose_the_node, tmp_path)
     assert hit, "no _table_range task was seen running on the new node"
     assert node not in ray_cluster.worker_nodes
     assert (result.metrics, result.curves) == expected
