@@ -49,6 +49,9 @@ def trained_digits():
 def ray_cluster():
     """A two-node local Ray cluster (3 logical CPUs each), shared by every Ray test of the session."""
     os.environ["RAY_AUTH_MODE"] = "disabled"
+    # Ray Train polls for drains (preemption notices) every 5 s by default: once a second, a preemption test
+    # needs a notice 8 s ahead, not 15, and half the training steps. Its processes inherit this environment.
+    os.environ["RAY_TRAIN_PREEMPTION_POLL_INTERVAL_S"] = "1"
     import ray
     from ray.cluster_utils import Cluster
 

@@ -18,8 +18,10 @@ from tests.support.sweep_files import sweep_runs, write_sweep
 
 pytestmark = pytest.mark.slow
 
-DEADLINE_S = 15  # the notice's lead: Ray Train polls drains every 5 s
-STEPS = 240  # more than an idle machine trains in the notice's first 5 s after the first logged step
+# The notice's lead: the session's cluster has Ray Train poll drains every second (tests/conftest.py), and the
+# worker needs a step and a checkpoint after it sees the notice.
+DEADLINE_S = 8
+STEPS = 120  # more than an idle machine (about 10 steps a second) trains between the first logged step and the notice
 
 
 def _trains(mlflow_server: str) -> bool:
@@ -35,7 +37,7 @@ def test_preempted_node_checkpoints_and_resumes_elsewhere_repeating_no_step(node
     config = ONE_WORKER_ON_AN_ADDED_NODE | {"failure": failure,
                                              "train": ONE_WORKER_ON_AN_ADDED_NODE["train"] | {"steps": STEPS}}
     path = write_sweep(tmp_path, "preempted", config, mlflow_server)
-    # As soon as the worker trains (it logged a step): Ray Train polls for drains every 5 s, and the notice
+    # As soon as the worker trains (it logged a step): Ray Train polls for drains every second, and the notice
     # must come before the last step; the worker's own checkpoint at the notice is what the restart resumes
     # from. Not before: a worker still starting (imports, on a loaded machine) may outlast the deadline.
     with node_fault(2, drain_for_preemption(DEADLINE_S), "preempted", when=lambda: _trains(mlflow_server)) as fault:

@@ -24,8 +24,9 @@ from tests.support.sweep_files import TINY
 
 WORKER_CPUS = 4  # more than a session node has
 # Training steps and checkpoint interval: a lost node comes after the first checkpoint, with STEPS - EVERY
-# steps (seconds even on an idle machine) left to lose it in.
-STEPS, EVERY = 160, 20
+# steps (seconds even on an idle machine, about 10 steps a second) left to lose it in.
+STEPS, EVERY = 100, 20
+POLL_S = 0.5  # the pace of the fault thread's looks (at the GCS, storage, MLflow): far shorter than what it waits for
 # One tiny trial whose one Train worker fits only on an added node.
 ONE_WORKER_ON_AN_ADDED_NODE = {
     **TINY,
@@ -46,7 +47,7 @@ def _wait(condition: Callable[[], object], stop: threading.Event) -> object:
         found = condition()
         if found:
             return found
-        time.sleep(0.2)
+        time.sleep(POLL_S)
     return None
 
 
