@@ -5,7 +5,8 @@ one after the other, then `ardm sweep --resume` to the end:
    ends KILLED saying how to go on.
 2. `--resume`, then SIGKILL (a lost head node) while the second trial's step table is half computed:
    one table-range part is on storage, the other still running.
-3. `--resume` again, to the end.
+3. `--resume` again, to the end. Trial 2's training had ended: no Train run starts again, only its
+   post-processing goes on.
 
 Checked at the end: the first trial is never re-run and its post-processing files are untouched;
 the second trial continued from its latest checkpoint (its early steps were trained once); its
@@ -30,6 +31,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
+import ray
 
 from ardm.checkpoint import load_model
 from ardm.tables import StepTable, estimate_step_table, table_images
@@ -52,7 +54,10 @@ SEQUENTIAL = {
     "postprocess": {**TINY["postprocess"], "budgets": [3, "full"], "table_ranges": 2, "steps_per_call": STEPS_PER_CALL,
                     "table_samples_per_step": SAMPLES, "sample_grid": 0},
 }
-POLL_S = 0.02  # the pace of the test's look at the sweep's files, not a wait for anything
+# The pace of the test's looks, not a wait for anything: at the sweep's files, cheap and fast (the SIGKILL
+# must come while the large table part still runs); at MLflow, each look a query its server answers (at
+# 0.02 s the server and this process took most of a core from the sweep they watch).
+FILES_POLL_S, MLFLOW_POLL_S = 0.02, 0.5
 
 
 def _start(path: Path, log: Path, address: str, *args: str) -> subprocess.Popen:
@@ -61,15 +66,16 @@ def _start(path: Path, log: Path, address: str, *args: str) -> subprocess.Popen:
                                 stderr=subprocess.STDOUT, env={**os.environ, "RAY_ADDRESS": address})
 
 
-def _wait_until(condition, what: str, driver: subprocess.Popen, timeout: float = 300.0) -> None:
-    """Poll `condition` until it holds; fail if the driver exits first (a safety net, not a timing)."""
+def _wait_until(condition, what: str, driver: subprocess.Popen, every: float, timeout: float = 300.0) -> None:
+    """Poll `condition` every `every` s until it holds; fail if the driver exits first (the timeout is a
+    safety net, not a timing)."""
     deadline = time.monotonic() + timeout
     while not condition():
         if driver.poll() is not None:
             pytest.fail(f"the driver exited ({driver.returncode}) before {what}")
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting until {what}")
-        time.sleep(POLL_S)
+        time.sleep(every)
 
 
 def _stop(driver: subprocess.Popen, sig: signal.Signals) -> None:
@@ -95,6 +101,11 @@ def _parts(root: Path, trial: str) -> dict[str, Path]:
     return {p.name: p for p in (root / "postprocess" / trial).glob("*/tables/parts/steps-*.parquet")}
 
 
+def _train_controllers() -> list[dict]:
+    """Every Ray Train controller actor the session's cluster has run (one per Train run started)."""
+    return [a for a in ray._private.state.actors().values() if a["ActorClassName"] == "TrainController"]
+
+
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -117,7 +128,8 @@ def test_interrupted_driver_resumes_without_redoing_work(ray_cluster, mlflow_ser
         return any((root / "train" / unfinished[0].data.tags[names.TRIAL_TAG]).glob("checkpoint_*"))
 
     try:
-        _wait_until(first_done_second_checkpointed, "trial 1 finished and trial 2 checkpointed", driver)
+        _wait_until(first_done_second_checkpointed, "trial 1 finished and trial 2 checkpointed", driver,
+                    MLFLOW_POLL_S)
     finally:
         _stop(driver, signal.SIGINT)
     console = (tmp_path / "first.log").read_text()
@@ -137,7 +149,7 @@ def test_interrupted_driver_resumes_without_redoing_work(ray_cluster, mlflow_ser
     trial = second.data.tags[names.TRIAL_TAG]
     driver = _start(path, tmp_path / "second.log", ray_cluster.address, "--resume")
     try:
-        _wait_until(lambda: _parts(root, trial), "a table part of trial 2 was on storage", driver)
+        _wait_until(lambda: _parts(root, trial), "a table part of trial 2 was on storage", driver, FILES_POLL_S)
     finally:
         _stop(driver, signal.SIGKILL)
     assert driver.returncode == -signal.SIGKILL, (tmp_path / "second.log").read_text()[-3000:]
@@ -146,8 +158,10 @@ def test_interrupted_driver_resumes_without_redoing_work(ray_cluster, mlflow_ser
     [(finished, part)] = parts.items()
     part_before = (part.stat().st_mtime_ns, _digest(part))
 
-    # 3. --resume to the end.
+    # 3. --resume to the end: trial 2's training had ended, so only its post-processing goes on (no Train run).
+    controllers = len(_train_controllers())
     assert main(["sweep", str(path), "--resume"]) == 0
+    assert len(_train_controllers()) == controllers, "a Train run was started for a trial whose training had ended"
     _, parents_after, trials_after = sweep_runs(mlflow_server, name)
     assert [p.info.run_id for p in parents_after] == [parents[0].info.run_id]
     assert parents_after[0].info.status == "FINISHED"
