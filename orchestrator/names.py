@@ -26,6 +26,14 @@ DATA_TAG = "ardm.data"  # the dataset spec a trial trained on (its Parquet shard
 UNIT_TAG = "ardm.unit"  # on a trial's run: the unit of its bpd metrics (bits per dimension, bits per character)
 MODEL_ID_TAG = "ardm.model_id"  # the id of a trial's logged model (orchestrator.models)
 RESTART_CAUSE_TAG = "ardm.restart_cause"  # a trial's latest worker-group restart: why, naming the lost node
+
+
+def restart_cause_tag(restart: int) -> str:
+    """The tag holding why a trial's `restart`-th worker-group restart (1, 2, ...) happened: RESTART_CAUSE_TAG
+    holds the latest one only."""
+    return f"{RESTART_CAUSE_TAG}.{restart}"
+
+
 # MLflow 3's UI opens an experiment in the view its kind names; without the tag it may guess GenAI.
 EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 

@@ -3,10 +3,10 @@
 Ray Train's controller restarts a trial's worker group from its latest checkpoint when a worker
 fails (a process killed, a node lost) or a node hosting a worker is drained for preemption. The
 controller runs this callback in its own process: at each restart it logs the trial's running
-count (names.TRAIN_RESTARTS) and the cause as one line naming the node, IP and id
-(names.RESTART_CAUSE_TAG). When no node takes the group again, the trial's failure reason starts
-from that cause (`failure_reason_after_restart`, raised as NodeLostError), not from Ray's placement
-timeout.
+count (names.TRAIN_RESTARTS) and the cause as one line naming the node, IP and id (the N-th
+restart's in names.restart_cause_tag(N), the latest in names.RESTART_CAUSE_TAG too). When no node
+takes the group again, the trial's failure reason starts from that cause
+(`failure_reason_after_restart`, raised as NodeLostError), not from Ray's placement timeout.
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ class RestartLog(ControllerCallback, WorkerGroupCallback):
                 self.restarts = int(logged.get(names.TRAIN_RESTARTS, 0))
             self.restarts += 1
             tracker.log_metrics(self.run_id, {names.TRAIN_RESTARTS: self.restarts}, step=self.restarts)
-            tracker.set_tags(self.run_id, {names.RESTART_CAUSE_TAG: cause})
+            tracker.set_tags(self.run_id, {names.restart_cause_tag(self.restarts): cause,
+                                           names.RESTART_CAUSE_TAG: cause})
         except Exception as err:
             warnings.warn(f"run {self.run_id}: restart not logged to MLflow ({describe(err)}): {cause}",
                           stacklevel=1)

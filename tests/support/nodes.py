@@ -1,4 +1,4 @@
-"""Nodes added to the session's Ray cluster for one test, and the fault that befalls one mid-sweep.
+"""Nodes added to the session's Ray cluster for one test, and the faults that befall them mid-sweep.
 
 A trial's Train worker that asks for WORKER_CPUS fits only on an added node (the session's nodes
 have 3 CPUs), so the test knows which nodes it may lose. Until the trial's Train controller runs, a
@@ -23,9 +23,9 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from tests.support.sweep_files import TINY
 
 WORKER_CPUS = 4  # more than a session node has
-# Training steps and checkpoint interval: a lost node comes after the first checkpoint, with STEPS - EVERY
-# steps (seconds even on an idle machine, about 10 steps a second) left to lose it in.
-STEPS, EVERY = 100, 20
+# Training steps and checkpoint interval: a fault comes after a checkpoint, with seconds of training left
+# to lose it in even on an idle machine (about 10 steps a second), after a first fault's restart too.
+STEPS, EVERY = 120, 20
 POLL_S = 0.5  # the pace of the fault thread's looks (at the GCS, storage, MLflow): far shorter than what it waits for
 # One tiny trial whose one Train worker fits only on an added node.
 ONE_WORKER_ON_AN_ADDED_NODE = {
@@ -60,17 +60,15 @@ def _alive(class_name: str) -> list[dict]:
 
 class NodeFault:
     """Adds `nodes` nodes of WORKER_CPUS CPUs, held by placement groups; on a thread, once the trial's Train
-    controller runs, frees them, and applies `fault(cluster, node)` to the node hosting the trial's Train
-    worker once `when()` holds: by default once Ray Train registered a checkpoint of the trial under
-    `train_dir` (a restart has one to resume from)."""
+    controller runs, frees them, then applies each of `faults` in turn, as `fault(cluster, node)`, to the node
+    hosting the trial's Train worker: once that worker, on a node no earlier fault befell (a restarted group's),
+    has had a checkpoint registered by Ray Train (so a restart has one to resume from)."""
 
-    def __init__(self, cluster, nodes: int, train_dir: Path, fault: Callable,
-                 when: Callable[[], bool] | None = None) -> None:
-        self.cluster, self.count, self.train_dir, self.fault = cluster, nodes, train_dir, fault
-        self.when = when or self._checkpoint_registered
+    def __init__(self, cluster, nodes: int, train_dir: Path, faults: list[Callable]) -> None:
+        self.cluster, self.count, self.train_dir, self.faults = cluster, nodes, train_dir, faults
         self.added: list = []
         self.placeholders: list = []
-        self.hit: list[tuple[str, str]] = []  # (node id, IP) of the node the fault befell
+        self.hit: list[tuple[str, str]] = []  # (node id, IP) of each node a fault befell, in turn
         self.errors: list[BaseException] = []
         self.events: list[str] = []  # what happened when: printed, so a failing test's output shows it
         self.stop = threading.Event()
@@ -82,20 +80,29 @@ class NodeFault:
                 return
             self._free()
             self._note("controller up, added nodes freed")
-            if not _wait(self.when, self.stop):
-                return
-            worker = _wait(lambda: _alive("RayTrainWorker"), self.stop)[0]
-            node = next(n for n in self.added if n.node_id == worker["Address"]["NodeID"])
-            self.hit.append((node.node_id, node.node_ip_address))
-            self._note(f"fault on node {node.node_id}")
-            self.fault(self.cluster, node)
-            self._note("fault done")
+            for fault in self.faults:
+                worker = _wait(self._worker_on_a_node_not_hit, self.stop)
+                if not worker:
+                    return
+                seen = time.time()
+                if not _wait(lambda since=seen: self._checkpoint_registered_since(since), self.stop):
+                    return
+                node = next(n for n in self.added if n.node_id == worker["Address"]["NodeID"])
+                self.hit.append((node.node_id, node.node_ip_address))
+                self._note(f"fault on node {node.node_id}")
+                fault(self.cluster, node)
+                self._note("fault done")
         except BaseException as err:  # the test fails with it, not a silent thread
             self.errors.append(err)
 
-    def _checkpoint_registered(self) -> bool:
-        """Ray Train registered a checkpoint of the trial (it then writes its snapshot)."""
-        return any(self.train_dir.glob("*/checkpoint_manager_snapshot.json"))
+    def _worker_on_a_node_not_hit(self) -> dict | None:
+        """The trial's live Train worker, if it runs on a node no fault befell yet."""
+        hit = {node for node, _ in self.hit}
+        return next((w for w in _alive("RayTrainWorker") if w["Address"]["NodeID"] not in hit), None)
+
+    def _checkpoint_registered_since(self, since: float) -> bool:
+        """Ray Train registered a checkpoint of the trial (it then writes its snapshot) after `since`."""
+        return any(p.stat().st_mtime > since for p in self.train_dir.glob("*/checkpoint_manager_snapshot.json"))
 
     def _note(self, event: str) -> None:
         self.events.append(f"{time.strftime('%H:%M:%S')} {event}")
@@ -146,8 +153,8 @@ def drain_for_preemption(deadline_s: int) -> Callable:
 
 @pytest.fixture
 def node_fault(ray_cluster, tmp_path) -> Iterator[Callable[..., NodeFault]]:
-    """make(nodes, fault, sweep name, when) -> a NodeFault on the session's cluster, for `with`."""
-    def make(nodes: int, fault: Callable, sweep: str, when: Callable[[], bool] | None = None) -> NodeFault:
-        return NodeFault(ray_cluster, nodes, tmp_path / "storage" / sweep / "train", fault, when)
+    """make(nodes, sweep name, *faults) -> a NodeFault on the session's cluster, for `with`."""
+    def make(nodes: int, sweep: str, *faults: Callable) -> NodeFault:
+        return NodeFault(ray_cluster, nodes, tmp_path / "storage" / sweep / "train", list(faults))
 
     yield make
