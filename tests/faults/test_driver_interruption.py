@@ -31,12 +31,12 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
-import ray
 
 from ardm.checkpoint import load_model
 from ardm.tables import StepTable, estimate_step_table, table_images
 from orchestrator import names
 from orchestrator.cli import main
+from tests.support.nodes import actors  # one Ray Train controller per Train run started
 from tests.support.sweep_files import TINY, sweep_runs, write_sweep
 
 pytestmark = pytest.mark.slow
@@ -101,11 +101,6 @@ def _parts(root: Path, trial: str) -> dict[str, Path]:
     return {p.name: p for p in (root / "postprocess" / trial).glob("*/tables/parts/steps-*.parquet")}
 
 
-def _train_controllers() -> list[dict]:
-    """Every Ray Train controller actor the session's cluster has run (one per Train run started)."""
-    return [a for a in ray._private.state.actors().values() if a["ActorClassName"] == "TrainController"]
-
-
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -159,9 +154,9 @@ def test_interrupted_driver_resumes_without_redoing_work(ray_cluster, mlflow_ser
     part_before = (part.stat().st_mtime_ns, _digest(part))
 
     # 3. --resume to the end: trial 2's training had ended, so only its post-processing goes on (no Train run).
-    controllers = len(_train_controllers())
+    controllers = len(actors("TrainController"))
     assert main(["sweep", str(path), "--resume"]) == 0
-    assert len(_train_controllers()) == controllers, "a Train run was started for a trial whose training had ended"
+    assert len(actors("TrainController")) == controllers, "a Train run was started for a trial whose training had ended"
     _, parents_after, trials_after = sweep_runs(mlflow_server, name)
     assert [p.info.run_id for p in parents_after] == [parents[0].info.run_id]
     assert parents_after[0].info.status == "FINISHED"

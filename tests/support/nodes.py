@@ -26,7 +26,7 @@ WORKER_CPUS = 4  # more than a session node has
 # Training steps and checkpoint interval: a fault comes after a checkpoint, with seconds of training left
 # to lose it in even on an idle machine (about 10 steps a second), after a first fault's restart too.
 STEPS, EVERY = 120, 20
-POLL_S = 0.5  # the pace of the fault thread's looks (at the GCS, storage, MLflow): far shorter than what it waits for
+POLL_S = 0.5  # the pace of the fault thread's looks (at the GCS and storage): far shorter than what it waits for
 # One tiny trial whose one Train worker fits only on an added node.
 ONE_WORKER_ON_AN_ADDED_NODE = {
     **TINY,
@@ -51,10 +51,10 @@ def _wait(condition: Callable[[], object], stop: threading.Event) -> object:
     return None
 
 
-def _alive(class_name: str) -> list[dict]:
-    """The live actors of a class in the session's cluster (from its GCS: the state API may find
-    another Ray instance of the machine)."""
-    found = ray._private.state.actors(actor_state_name="ALIVE").values()
+def actors(class_name: str, state: str | None = None) -> list[dict]:
+    """The actors of a class in the session's cluster, those in `state` (e.g. "ALIVE") or all it has run
+    (from its GCS: the state API may find another Ray instance of the machine)."""
+    found = ray._private.state.actors(actor_state_name=state).values()
     return [a for a in found if a["ActorClassName"] == class_name]
 
 
@@ -76,7 +76,7 @@ class NodeFault:
 
     def _run(self) -> None:
         try:
-            if not _wait(lambda: _alive("TrainController"), self.stop):
+            if not _wait(lambda: actors("TrainController", "ALIVE"), self.stop):
                 return
             self._free()
             self._note("controller up, added nodes freed")
@@ -98,7 +98,7 @@ class NodeFault:
     def _worker_on_a_node_not_hit(self) -> dict | None:
         """The trial's live Train worker, if it runs on a node no fault befell yet."""
         hit = {node for node, _ in self.hit}
-        return next((w for w in _alive("RayTrainWorker") if w["Address"]["NodeID"] not in hit), None)
+        return next((w for w in actors("RayTrainWorker", "ALIVE") if w["Address"]["NodeID"] not in hit), None)
 
     def _checkpoint_registered_since(self, since: float) -> bool:
         """Ray Train registered a checkpoint of the trial (it then writes its snapshot) after `since`."""
