@@ -59,8 +59,9 @@ class RestartLog(ControllerCallback, WorkerGroupCallback):
         try:
             tracker: SweepTracker = pickle.loads(self._tracker)
             if self.restarts is None:  # a retried trial goes on counting where its earlier attempt stopped
-                logged = tracker.client.get_run(self.run_id).data.metrics
-                self.restarts = int(logged.get(names.TRAIN_RESTARTS, 0))
+                logged = tracker.run_now(self.run_id)
+                # MLflow down: this attempt's restarts are counted (and kept in the outbox until it is back)
+                self.restarts = int(logged.data.metrics.get(names.TRAIN_RESTARTS, 0)) if logged else 0
             self.restarts += 1
             tracker.log_metrics(self.run_id, {names.TRAIN_RESTARTS: self.restarts}, step=self.restarts)
             tracker.set_tags(self.run_id, {names.restart_cause_tag(self.restarts): cause,
@@ -110,10 +111,8 @@ def failure_reason_after_restart(err: BaseException, tracker: SweepTracker, run_
 
     if not isinstance(err, ControllerError):
         return reason
-    try:
-        cause = tracker.client.get_run(run_id).data.tags.get(names.RESTART_CAUSE_TAG)
-    except Exception:  # the tracking server away: the plain reason still says what happened
-        return reason
+    logged = tracker.run_now(run_id)  # None with the tracking server away: the plain reason still says what happened
+    cause = logged.data.tags.get(names.RESTART_CAUSE_TAG) if logged else None
     if not cause:
         return reason
     if isinstance(err.controller_failure, WorkerGroupStartupTimeoutError):

@@ -156,10 +156,10 @@ def trained_before(cfg: SweepConfig, latest: KeptCheckpoint | None, tracker: Swe
     """
     if latest is None or latest.step < cfg.train.steps:
         return None
-    try:
-        logged = tracker.client.get_run(run_id).data.metrics
-    except Exception:  # the tracking server away: the workers evaluate again, and log through the outbox
+    run = tracker.run_now(run_id)
+    if run is None:  # the tracking server away: the workers evaluate again, and log through the outbox
         return None
+    logged = run.data.metrics
     if not all(key in logged for key in names.TEST_METRICS):
         return None
     tracker.log_metrics(run_id, {names.RESUMED_FROM_STEP: latest.step}, step=latest.step)

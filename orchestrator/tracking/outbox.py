@@ -104,7 +104,7 @@ def _fail_fast(timeout: int | None) -> Iterator[None]:
 
 
 @contextmanager
-def _reaching(
+def reaching(
     client: mlflow.MlflowClient,
     fail_fast: bool,
     timeout: int | None = FAIL_FAST_TIMEOUT_S,
@@ -128,7 +128,7 @@ def send(client: mlflow.MlflowClient, run_id: str, call: dict, root: Path, fail_
     passes on to its artifact store can take longer than a metric batch's timeout to be acknowledged.
     """
     op = call["op"]
-    with _reaching(client, fail_fast, timeout=None if op == "artifact" else FAIL_FAST_TIMEOUT_S):
+    with reaching(client, fail_fast, timeout=None if op == "artifact" else FAIL_FAST_TIMEOUT_S):
         if op == "metrics":
             client.log_batch(run_id, metrics=[Metric(key, value, ts, step) for key, value, ts, step in call["metrics"]])
         elif op == "tags":
@@ -272,7 +272,7 @@ class Outbox:
                 return done
             header, calls = self._read(path)
             try:
-                with _reaching(client, fail_fast):
+                with reaching(client, fail_fast):
                     client.get_run(run_id)
             except MlflowException as err:  # the server's answer; an outage is TrackingUnreachable
                 raise TrackingError(

@@ -42,7 +42,7 @@ from orchestrator.names import (
     TRIAL_TAG,
 )
 from orchestrator.tracking.errors import TrackingError, TrackingUnreachable
-from orchestrator.tracking.outbox import Outbox, send
+from orchestrator.tracking.outbox import Outbox, reaching, send
 from orchestrator.tracking.uris import redact, sqlite_path
 
 # The package's logger, "orchestrator.tracking": the tracker's warnings (an outage, a metric not logged).
@@ -372,6 +372,16 @@ class SweepTracker:
             logger.info(f"{self.shown_uri}: tracking server answers again; calls kept in {self.outbox.folder} "
                         "are delivered")
             self._outage = None
+
+    def run_now(self, run_id: str) -> Run | None:
+        """Run `run_id` as the server holds it now; None when the server cannot say: unreachable (one
+        fail-fast attempt, not MLflow's minutes of retries) or the run unknown. For the reads a trial makes
+        while it goes on (a restart's count, whether training ended), which an outage must not stall."""
+        try:
+            with reaching(self.client, fail_fast=True):
+                return self.client.get_run(run_id)
+        except (TrackingUnreachable, MlflowException):
+            return None
 
     def runs_of(self, parent_id: str) -> list[Run]:
         """The nested (trial) runs of sweep run `parent_id`, oldest first."""

@@ -4,9 +4,7 @@ Training must not notice: tracking calls return at once and wait in the sweep's 
 warning, and reach the server with their original steps and timestamps when it is back (delivered
 by the tracker itself, or by `ardm sync` when the run's processes ended before the server returned).
 The server at start being unreachable is the other half of this fault: tests/orchestrator/test_sweep.py.
-A sweep's trial trains through an outage too: steps and checkpoints go on with the server down, and what
-it logged meanwhile reaches its run once the server is back (the outage is started and ended on what the
-sweep writes to storage: its checkpoints and its outbox).
+A sweep's trials train through an outage, and a worker killed in it, in tests/faults/test_worker_death.py.
 
 Nothing here is timed or slept: "returns at once" is checked as what makes it true (during an outage
 a call makes at most one fail-fast request, 1 + FAIL_FAST_RETRIES connection attempts each with
@@ -19,11 +17,9 @@ from __future__ import annotations
 import json
 import logging
 import pickle
-import threading
 import time
 import warnings
 from argparse import Namespace
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -32,7 +28,6 @@ import pytest
 
 import orchestrator.tracking.tracker
 from ardm.config import build
-from orchestrator.cli import main
 from orchestrator.config import SweepConfig
 from orchestrator.layout import sweep_outbox
 from orchestrator.names import FAILURE_REASON_TAG
@@ -42,7 +37,6 @@ from orchestrator.tracking.sync import run_sync
 from orchestrator.worker import _MetricsToMlflow
 from tests.support.connections import connection_attempts
 from tests.support.mlflow_server import MlflowServer
-from tests.support.sweep_files import TINY, sweep_runs, write_sweep
 
 # What a call that tries the dead server costs: one request, retried FAIL_FAST_RETRIES times (MLflow alone would
 # retry 7 times with backoff, for minutes).
@@ -50,23 +44,6 @@ FAIL_FAST_ATTEMPTS = 1 + FAIL_FAST_RETRIES
 # The first call after the kill may spend its first attempt on a pooled keep-alive connection (no new
 # connection to count); the failure drops the pool, so later tries open every connection anew.
 FIRST_TRY = (FAIL_FAST_ATTEMPTS - 1, FAIL_FAST_ATTEMPTS)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
-    """One server for this module (a start takes seconds), which the tests kill and restart."""
-    server = MlflowServer(tmp_path_factory.mktemp("outage_server"))
-    server.start()
-    yield server
-    server.kill()  # its stores are thrown away: no need to wait for a clean shutdown
-
-
-@pytest.fixture
-def up(server: MlflowServer) -> MlflowServer:
-    """The module's server, running at the start of each test even if an earlier one failed mid-outage."""
-    if not server.running:
-        server.start()
-    return server
 
 
 def _now_ms() -> int:
@@ -94,7 +71,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     return clock
 
 
-@pytest.mark.mlflow  # the module's own `mlflow server` (the `server` fixture)
+@pytest.mark.mlflow  # the fault tests' own `mlflow server` (the `server` fixture)
 def test_outage_mid_run_keeps_calls_and_delivers_them_when_the_server_returns(
     up: MlflowServer, tmp_path: Path, caplog: pytest.LogCaptureFixture, clock: Clock,
     monkeypatch: pytest.MonkeyPatch
@@ -119,6 +96,9 @@ def test_outage_mid_run_keeps_calls_and_delivers_them_when_the_server_returns(
         assert {a.timeout for a in attempts} == {FAIL_FAST_TIMEOUT_S}
         tracker.set_tags(run, {"ardm.note": "kept"})
         assert not tracker.flush()  # what the sweep does at its end: the calls stay kept
+        # A read made while training goes on (a restart's count) fails fast too: the server cannot say.
+        before = len(attempts)
+        assert tracker.run_now(run) is None and len(attempts) - before == FAIL_FAST_ATTEMPTS
     # One warning per outage (urllib3 also logs its retry of the refused connection, which no handler shows).
     [warning] = [r for r in caplog.records if r.name == "orchestrator.tracking" and r.levelno >= logging.WARNING]
     message = warning.getMessage()
@@ -139,93 +119,10 @@ def test_outage_mid_run_keeps_calls_and_delivers_them_when_the_server_returns(
     # The kept values carry the time they were logged at, not the time they were delivered.
     assert all(killed_at <= m.timestamp < restarted_at for m in history[1:6])
     assert client.get_run(run).data.tags["ardm.note"] == "kept"
+    assert tracker.run_now(run).data.tags["ardm.note"] == "kept"
 
 
-# One trial that trains for long enough to checkpoint several times; no post-processing, no system metrics
-# (MLflow's system-metrics thread makes calls of its own, outside the outbox).
-STEPS, EVERY, LOG_EVERY = 40, 10, 5
-TRAINING = {
-    **TINY,
-    "model": {**TINY["model"], "branching": 17},
-    "train": {**TINY["train"], "steps": STEPS, "checkpoint_every": EVERY, "log_every": LOG_EVERY},
-    "resources": {"workers_per_trial": 1, "cpus_per_worker": 1},
-    "postprocess": {"enabled": False},
-    "tracking": {"system_metrics_interval_s": 0},
-}
-POLL_S = 0.02  # the pace of the watcher's look at the sweep's files, not a wait for anything
-
-
-def _kept_metrics(outbox: Path, key: str) -> dict[int, int]:
-    """{step: timestamp in ms} of metric `key` kept in the outbox's run files (a line being written is skipped)."""
-    kept = {}
-    for path in outbox.glob("*.jsonl"):
-        for line in path.read_text().splitlines():
-            try:
-                call = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            for name, _, timestamp, step in call.get("metrics", []) if call.get("op") == "metrics" else []:
-                if name == key:
-                    kept[step] = timestamp
-    return kept
-
-
-def _outage_while_training(server: MlflowServer, root: Path, seen: dict, stop: threading.Event) -> None:
-    """Kill the server once the trial wrote its first checkpoint; start it again once the trial wrote
-    another one (training went on). Notes in `seen` what the outbox held then."""
-    checkpoints = root / "train"
-
-    def wait_until(condition) -> bool:
-        while not condition():
-            if stop.wait(POLL_S):
-                return False
-        return True
-
-    if not wait_until(lambda: any(checkpoints.glob("*/checkpoint_*"))):
-        return
-    before = set(checkpoints.glob("*/checkpoint_*"))
-    server.kill()
-    seen["killed"] = True
-    if not wait_until(lambda: set(checkpoints.glob("*/checkpoint_*")) - before):
-        return
-    seen["kept"] = _kept_metrics(root / "tracking-outbox", "train_bpd")
-    server.start()
-    seen["restarted"] = True
-
-
-@pytest.mark.slow
-@pytest.mark.mlflow  # the module's own `mlflow server` (the `server` fixture)
-def test_a_trial_trains_on_while_the_server_is_down_and_its_metrics_arrive_after(
-    up: MlflowServer, ray_cluster, tmp_path: Path
-) -> None:
-    """A sweep's trial goes on training and checkpointing with the server killed (the metrics it logs are
-    kept in the sweep's outbox); once the server is back they reach its run, with their steps and the
-    times they were logged at, and the outbox is empty."""
-    path = write_sweep(tmp_path, "outage-sweep", TRAINING, up.uri)
-    root = tmp_path / "storage" / "outage-sweep"
-    seen: dict = {}
-    stop = threading.Event()
-    watcher = threading.Thread(target=_outage_while_training, args=(up, root, seen, stop))
-    watcher.start()
-    try:
-        code = main(["sweep", str(path)])
-    finally:
-        stop.set()
-        watcher.join()
-    assert seen.get("killed"), "the trial wrote no checkpoint"
-    assert seen.get("restarted"), "training ended before it wrote a checkpoint with the server down"
-    assert seen["kept"], "no training metrics were kept during the outage"
-    assert code == 0
-    assert not list((root / "tracking-outbox").glob("*.jsonl"))  # everything kept was delivered
-    client, _, (run,) = sweep_runs(up.uri, "outage-sweep")
-    assert run.info.status == "FINISHED" and run.data.metrics["test_bpd"] > 0
-    history = {m.step: m.timestamp for m in client.get_metric_history(run.info.run_id, "train_bpd")}
-    assert sorted(history) == list(range(LOG_EVERY, STEPS + 1, LOG_EVERY))  # each step once, none lost
-    # What was kept during the outage arrived with its steps and the times it was logged at.
-    assert {step: history[step] for step in seen["kept"]} == seen["kept"]
-
-
-@pytest.mark.mlflow  # the module's own `mlflow server` (the `server` fixture)
+@pytest.mark.mlflow  # the fault tests' own `mlflow server` (the `server` fixture)
 def test_ardm_sync_delivers_what_the_workers_kept_when_the_server_did_not_return(
     up: MlflowServer, tmp_path: Path, capsys: pytest.CaptureFixture, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -278,7 +175,7 @@ def test_ardm_sync_delivers_what_the_workers_kept_when_the_server_did_not_return
     assert run_sync(args) == 0 and "nothing to deliver" in capsys.readouterr().out
 
 
-@pytest.mark.mlflow  # the module's own `mlflow server` (the `server` fixture)
+@pytest.mark.mlflow  # the fault tests' own `mlflow server` (the `server` fixture)
 def test_refused_calls_are_set_aside_and_an_unknown_run_stays(
     up: MlflowServer, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -306,7 +203,7 @@ def test_refused_calls_are_set_aside_and_an_unknown_run_stays(
     assert finished.info.status == "FINISHED" and finished.data.metrics == {"loss": 1.0}
 
 
-@pytest.mark.mlflow  # the module's own `mlflow server` (the `server` fixture)
+@pytest.mark.mlflow  # the fault tests' own `mlflow server` (the `server` fixture)
 def test_a_retried_trial_gets_its_kept_calls_before_it_is_reopened(up: MlflowServer, tmp_path: Path) -> None:
     """The end status kept from a failed attempt lands before the retry reopens the run, not after it."""
     tracker = SweepTracker(up.uri, "outage", outbox=tmp_path / "outbox")
