@@ -23,9 +23,10 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from tests.support.sweep_files import TINY
 
 WORKER_CPUS = 4  # more than a session node has
-# Training steps and checkpoint interval: a fault comes after a checkpoint, with seconds of training left
-# to lose it in even on an idle machine (about 10 steps a second), after a first fault's restart too.
-STEPS, EVERY = 120, 20
+# Training steps and checkpoint interval: each fault comes after a checkpoint, with training left to lose
+# it in even on an idle machine (about 10 steps a second), after earlier faults' restarts too. A trial
+# whose last fault leaves no node never gets to its last step: the steps cost nothing beyond that margin.
+STEPS, EVERY = 400, 20
 POLL_S = 0.5  # the pace of the fault thread's looks (at the GCS and storage): far shorter than what it waits for
 # One tiny trial whose one Train worker fits only on an added node.
 ONE_WORKER_ON_AN_ADDED_NODE = {
