@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.mlflow_server import MlflowServer
-from tests.support.nodes import node_fault  # noqa: F401  (a fixture: nodes added to the session's cluster, one lost)
+from tests.support.nodes import node_fault  # noqa: F401  (a fixture: nodes added to the session's cluster, faults befall them)
 
 
 @pytest.fixture(scope="package")
